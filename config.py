@@ -1,0 +1,112 @@
+"""Configuration: class defaults, then the environment, then the caller's overrides.
+
+`APP_ENV` picks the class (development by default). Every environment variable the
+app reads is listed in ENVIRONMENT, with the type it is parsed as, so README and
+code cannot drift apart silently: tests compare the two.
+"""
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return number
+
+
+class Config:
+    """Defaults shared by every environment."""
+
+    # None means the embedded SQLite default, a file under the instance folder.
+    DATABASE_URL: str | None = None
+    SQL_ECHO = False
+    # None means generated once and kept in the instance folder (see webapp.secret).
+    SECRET_KEY: str | None = None
+    # Threads per gunicorn worker; the pool is sized from it (one connection per thread).
+    GUNICORN_THREADS = 4
+    DB_POOL_SIZE: int | None = None  # None: GUNICORN_THREADS
+    DB_MAX_OVERFLOW = 2
+    DB_POOL_TIMEOUT = 5.0  # seconds a request waits for a pooled connection
+    DB_POOL_RECYCLE = 1800  # seconds before a PostgreSQL connection is replaced
+    DB_CONNECT_TIMEOUT = 5  # seconds to establish a PostgreSQL connection
+    SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = False
+    DEFAULT_PER_PAGE = 20
+    MAX_PER_PAGE = 100
+
+
+class DevelopmentConfig(Config):
+    """`make run` on a laptop: SQLite, a generated secret key, plain-HTTP cookies."""
+
+
+class ProductionConfig(Config):
+    """Behind TLS; SECRET_KEY must come from the environment."""
+
+    SESSION_COOKIE_SECURE = True
+
+
+class TestingConfig(Config):
+    TESTING = True
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "production": ProductionConfig,
+    "testing": TestingConfig,
+}
+
+# Environment variable -> parser. The variable's name is also its config key.
+ENVIRONMENT: dict[str, Callable[[str], Any]] = {
+    "DATABASE_URL": str,
+    "SECRET_KEY": str,
+    "SQL_ECHO": _flag,
+    "GUNICORN_THREADS": _positive_int,
+    "DB_POOL_SIZE": _positive_int,
+    "DB_MAX_OVERFLOW": int,
+    "DB_POOL_TIMEOUT": _seconds,
+    "DB_POOL_RECYCLE": _positive_int,
+    "DB_CONNECT_TIMEOUT": _positive_int,
+    "MAX_CONTENT_LENGTH": _positive_int,
+}
+
+
+def config_class(environ: Mapping[str, str] = os.environ) -> type[Config]:
+    """The Config class named by APP_ENV (development when unset)."""
+    name = environ.get("APP_ENV", "development").strip().lower()
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise RuntimeError(
+            f"APP_ENV={name!r} is not one of {', '.join(sorted(CONFIGS))}"
+        ) from None
+
+
+def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The settings the environment overrides, parsed; a bad value fails start-up loudly."""
+    settings = {}
+    for name, parse in ENVIRONMENT.items():
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            settings[name] = parse(raw)
+        except ValueError as error:
+            raise RuntimeError(f"{name}={raw!r} is invalid: {error}") from None
+    return settings

@@ -1,0 +1,160 @@
+"""The one owner of the database session lifecycle.
+
+Request code calls `Session()` wherever it needs the database and gets the session
+of the current thread; nothing is passed around. `init_app` wires the rest:
+
+* the engine is built once per process from the app's config;
+* the session is removed (closed: its transaction rolled back unless committed, its
+  connection returned to the pool) when the thread's outermost application context
+  ends, which for a served request is the end of the request, streaming included.
+
+Read README.md, "The session lifecycle", for the why.
+"""
+
+import logging
+import os
+import sqlite3
+import threading
+from typing import Any
+
+from flask import Flask, appcontext_popped, appcontext_pushed, current_app, has_request_context, request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+# The thread-local registry. Calling Session() returns this thread's session,
+# creating it on first use; Session.remove() closes it and forgets it.
+# expire_on_commit=False lets a view serialize what it just committed without
+# opening a second transaction to reload it.
+Session = scoped_session(sessionmaker(expire_on_commit=False))
+
+_EXTENSION = "webapp.db"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def init_app(app: Flask) -> None:
+    """Build the engine for `app`, bind the session registry to it, and own its removal."""
+    engine = create_engine_from_config(app.config, app.instance_path)
+    app.extensions[_EXTENSION] = engine
+    Session.remove()  # a session made for an earlier app in this thread must not outlive it
+    Session.configure(bind=engine)
+    appcontext_pushed.connect(_enter_context, app)
+    appcontext_popped.connect(_leave_context, app)
+    app.teardown_appcontext(remove_session)
+
+
+def get_engine(app: Flask | None = None) -> Engine:
+    """The engine of `app` (the current app by default)."""
+    return (app or current_app).extensions[_EXTENSION]
+
+
+# -- removal ----------------------------------------------------------------------
+#
+# Flask runs teardown_appcontext whenever *an* application context ends, and code
+# inside a request may push a second one (`with app.app_context(): ...`). Removing
+# on every teardown would close the request's session under its feet. So we count
+# the application contexts open on this thread and remove only when the outermost
+# one ends. Teardown runs before the popped signal, so that context still counts.
+
+_depth = threading.local()
+
+
+def _enter_context(sender: Flask, **extra: Any) -> None:
+    _depth.value = getattr(_depth, "value", 0) + 1
+
+
+def _leave_context(sender: Flask, **extra: Any) -> None:
+    _depth.value -= 1
+
+
+def remove_session(exc: BaseException | None = None) -> None:
+    """Teardown hook: close this thread's session once its outermost context ends."""
+    if getattr(_depth, "value", 0) > 1:
+        return
+    Session.remove()
+
+
+# -- engine -----------------------------------------------------------------------
+
+
+def database_url(config: dict[str, Any], instance_path: str) -> URL:
+    """The configured URL, with PostgreSQL pinned to psycopg2, or the SQLite default."""
+    raw = config.get("DATABASE_URL")
+    if not raw:
+        os.makedirs(instance_path, exist_ok=True)
+        return make_url("sqlite:///" + os.path.join(instance_path, "webapp.sqlite3"))
+    url = make_url(raw)
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, and no longer knows
+    # the postgres:// spelling some hosts hand out. We ship psycopg2.
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg2")
+    return url
+
+
+def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
+    """create_engine() keyword arguments for the URL's backend."""
+    threads = config["GUNICORN_THREADS"]
+    options: dict[str, Any] = {
+        "echo": config["SQL_ECHO"],
+        # Every thread holds at most one connection (its session's), so a pool of
+        # one per thread never makes a request wait for another one to finish.
+        "pool_size": config["DB_POOL_SIZE"] or threads,
+        "max_overflow": config["DB_MAX_OVERFLOW"],
+        "pool_timeout": config["DB_POOL_TIMEOUT"],
+    }
+    if url.get_backend_name() == "sqlite":
+        # A pooled connection is used by one thread at a time, but not always the
+        # thread that opened it.
+        options["connect_args"] = {"check_same_thread": False}
+    elif url.get_backend_name() == "postgresql":
+        options["pool_pre_ping"] = True  # survive server restarts and idle cut-offs
+        options["pool_recycle"] = config["DB_POOL_RECYCLE"]
+        options["connect_args"] = {
+            "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+            "application_name": "webapp",
+        }
+    return options
+
+
+def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Engine:
+    """The process's engine, configured for its backend."""
+    url = database_url(config, instance_path)
+    engine = create_engine(url, **engine_options(config, url))
+    if url.get_backend_name() == "sqlite":
+        _configure_sqlite(engine, config["SQLITE_BUSY_TIMEOUT_MS"])
+    return engine
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, a busy timeout, foreign keys, and transactions we begin ourselves.
+
+    pysqlite's own transaction handling starts transactions lazily with a plain
+    BEGIN, which lets two writers both read and then collide on upgrading to a
+    write lock ("database is locked", no waiting). We switch it off and emit BEGIN
+    ourselves: BEGIN IMMEDIATE for writes, so writers queue on the busy timeout.
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _writes_expected() else "BEGIN")
+
+
+def _writes_expected() -> bool:
+    """Whether the transaction now beginning may write.
+
+    Requests with safe methods only read; anything else (unsafe methods, CLI
+    commands, tests) is treated as a writer.
+    """
+    return not (has_request_context() and request.method in _SAFE_METHODS)
