@@ -1,0 +1,33 @@
+"""The user service: a Flask app whose requests share nothing but a session registry."""
+
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from . import api, cli, db, errors, health, pages, settings
+from .routing import IdConverter
+
+csrf = CSRFProtect()
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app: config (defaults, environment, `overrides`), database, routes."""
+    app = Flask(__name__, instance_relative_config=True)
+    settings.load(app, overrides)
+    app.json.sort_keys = False  # keep the schema's field order in responses
+    app.url_map.converters["id"] = IdConverter
+
+    db.init_app(app)
+    cli.init_app(app)
+    errors.init_app(app)
+
+    # The JSON API accepts only application/json bodies, which a cross-site form
+    # cannot send without a CORS preflight we never grant; the pages need tokens.
+    csrf.init_app(app)
+    csrf.exempt(api.bp)
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,89 @@
+"""Every error becomes a response here, in the caller's language.
+
+/api/... and /healthz answer RFC 9457 problem JSON; everything else an HTML page.
+Domain errors are werkzeug HTTPExceptions (users.EmailTaken is a Conflict), so one
+handler serves them all; marshmallow and database errors are translated first.
+"""
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
+from werkzeug.http import HTTP_STATUS_CODES
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 2
+
+
+class InvalidInput(UnprocessableEntity):
+    """A body or query that failed schema validation, with messages per field."""
+
+    description = "The request has invalid or unknown fields."
+
+    def __init__(self, errors: dict) -> None:
+        super().__init__()
+        self.errors = errors
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    description = "The database is unavailable. Try again shortly."
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ValidationError, _invalid_input)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(PoolTimeout, _database_unavailable)
+    app.register_error_handler(HTTPException, error_response)
+
+
+def wants_json() -> bool:
+    """Whether this request is answered in problem JSON rather than HTML."""
+    path = request.path
+    return path == "/api" or path.startswith("/api/") or path == "/healthz"
+
+
+def problem(status: int, detail: str, **members: object) -> Response:
+    """An RFC 9457 problem response."""
+    body = {"type": "about:blank", "title": HTTP_STATUS_CODES.get(status, "Error"),
+            "status": status, "detail": detail, **members}
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    return response
+
+
+def error_response(error: HTTPException) -> Response:
+    """The response for any HTTP error, in the caller's language."""
+    status = error.code or 500
+    errors = getattr(error, "errors", None)
+    if wants_json():
+        members = {"errors": errors} if errors else {}
+        response = problem(status, error.description or "", **members)
+    else:
+        response = Response(
+            render_template("errors/error.html", status=status,
+                            title=HTTP_STATUS_CODES.get(status, "Error"),
+                            description=error.description, errors=errors),
+            status=status,
+        )
+    # 405 must say what is allowed; 503 when to come back.
+    if getattr(error, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def _invalid_input(error: ValidationError) -> Response:
+    messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+    return error_response(InvalidInput(messages))
+
+
+def _database_unavailable(error: Exception) -> Response:
+    log.warning("database unavailable: %s", error)
+    return error_response(DatabaseUnavailable())

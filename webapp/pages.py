@@ -1,0 +1,97 @@
+"""The HTML pages: server-rendered forms that work without JavaScript.
+
+Writes follow post/redirect/get with a flash message. Invalid input re-renders the
+form with what was typed and a message under each bad field, nothing written.
+"""
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+from werkzeug.wrappers import Response
+
+from . import users
+from .schemas import list_args_schema, user_schema
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def index() -> Response:
+    return redirect(url_for(".list_users"))
+
+
+@bp.get("/users")
+def list_users() -> str:
+    args = list_args_schema.load(request.args)
+    return render_template("users/list.html", page=users.list_users(**args), q=args["q"])
+
+
+@bp.get("/users/new")
+def new_user() -> str:
+    return _form(values={}, errors={}, status=200)
+
+
+@bp.post("/users")
+def create_user() -> Response | tuple[str, int]:
+    values = _submitted()
+    try:
+        user = users.create_user(user_schema.load(values))
+    except (ValidationError, users.EmailTaken) as error:
+        return _form(values, _field_errors(error), status=_status(error))
+    flash(f"Created {user.name}.", "success")
+    return redirect(url_for(".show_user", user_id=user.id))
+
+
+@bp.get("/users/<id:user_id>")
+def show_user(user_id: int) -> str:
+    return render_template("users/show.html", user=users.get_user(user_id))
+
+
+@bp.get("/users/<id:user_id>/edit")
+def edit_user(user_id: int) -> str:
+    user = users.get_user(user_id)
+    return _form({"name": user.name, "email": user.email}, errors={}, status=200, user=user)
+
+
+@bp.post("/users/<id:user_id>/edit")
+def update_user(user_id: int) -> Response | tuple[str, int]:
+    user = users.get_user(user_id)
+    values = _submitted()
+    try:
+        user = users.update_user(user_id, user_schema.load(values))
+    except (ValidationError, users.EmailTaken) as error:
+        return _form(values, _field_errors(error), status=_status(error), user=users.get_user(user_id))
+    flash(f"Saved {user.name}.", "success")
+    return redirect(url_for(".show_user", user_id=user.id))
+
+
+@bp.get("/users/<id:user_id>/delete")
+def confirm_delete(user_id: int) -> str:
+    return render_template("users/delete.html", user=users.get_user(user_id))
+
+
+@bp.post("/users/<id:user_id>/delete")
+def delete_user(user_id: int) -> Response:
+    name = users.get_user(user_id).name
+    users.delete_user(user_id)
+    flash(f"Deleted {name}.", "success")
+    return redirect(url_for(".list_users"))
+
+
+def _submitted() -> dict[str, str]:
+    """The posted fields, minus the CSRF token that CSRFProtect already checked."""
+    return {key: value for key, value in request.form.items() if key != "csrf_token"}
+
+
+def _field_errors(error: ValidationError | users.EmailTaken) -> dict[str, list[str]]:
+    messages = error.messages if isinstance(error, ValidationError) else error.errors
+    return messages if isinstance(messages, dict) else {"_schema": list(messages)}
+
+
+def _status(error: Exception) -> int:
+    return 409 if isinstance(error, users.EmailTaken) else 422
+
+
+def _form(values: dict[str, Any], errors: dict[str, list[str]], status: int, user=None) -> tuple[str, int]:
+    return render_template("users/form.html", values=values, errors=errors, user=user), status

@@ -1,0 +1,66 @@
+"""Marshmallow schemas: the single source of validation and serialization.
+
+JSON bodies and form posts are loaded through the same schema; responses are
+dumped through it. Fields the server sets are dump_only, so a client that sends
+them gets "Unknown field." like any other stray key.
+"""
+
+from typing import Any
+
+from flask import current_app
+from marshmallow import RAISE, EXCLUDE, Schema, fields, post_load, validate
+
+
+class TrimmedString(fields.String):
+    """A string with surrounding whitespace removed before it is validated."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
+class NormalizedEmail(fields.Email):
+    """An email address, trimmed and lower-cased before it is validated."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).strip().lower()
+
+
+class UserSchema(Schema):
+    class Meta:
+        unknown = RAISE
+        ordered = True
+
+    id = fields.Integer(dump_only=True)
+    name = TrimmedString(
+        required=True,
+        validate=validate.Length(min=1, max=100, error="Must be between 1 and 100 characters."),
+    )
+    email = NormalizedEmail(
+        required=True,
+        validate=validate.Length(max=254, error="Must be at most 254 characters."),
+    )
+    created_at = fields.DateTime(dump_only=True, format="iso")
+    updated_at = fields.DateTime(dump_only=True, format="iso")
+
+
+class ListArgsSchema(Schema):
+    """Query arguments of a user list. Unknown arguments are ignored, not refused,
+    so cache-busters and tracking parameters do not break a link."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    per_page = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    q = TrimmedString(load_default="", validate=validate.Length(max=100))
+
+    @post_load
+    def cap_per_page(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # Asking for more than the cap gets the cap, as the response's per_page says.
+        config = current_app.config
+        data["per_page"] = min(data["per_page"] or config["DEFAULT_PER_PAGE"], config["MAX_PER_PAGE"])
+        return data
+
+
+user_schema = UserSchema()
+list_args_schema = ListArgsSchema()
