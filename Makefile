@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+export PORT
+
+.PHONY: run test lint init-db clean
+
+run: $(VENV)/.runtime ## set up, create the schema, serve with gunicorn on http://127.0.0.1:$(PORT)
+	$(BIN)/flask --app wsgi init-db
+	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: $(VENV)/.dev ## set up and run the tests (PostgreSQL too when TEST_DATABASE_URL is set)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev ## lint the Dockerfile
+	$(BIN)/hadolint Dockerfile
+
+init-db: $(VENV)/.runtime
+	$(BIN)/flask --app wsgi init-db
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+
+$(VENV)/.python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed (PYTHON=$(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.runtime: requirements.txt $(VENV)/.python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+	touch $(VENV)/.runtime
