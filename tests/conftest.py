@@ -1,0 +1,162 @@
+"""Fixtures: an app on the test database, and two ways to keep tests apart.
+
+SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
+
+* `client` joins every session of the test into one outer transaction that is
+  rolled back afterwards (SQLAlchemy's "join_transaction_mode" recipe): fast, and
+  the right tool for testing what endpoints do.
+* `committing_client` lets requests really commit, on a table emptied before and
+  after: the tool for testing transactions, races and the session lifecycle.
+"""
+
+import os
+import re
+
+import pytest
+from sqlalchemy import delete, func, select
+
+os.environ["APP_ENV"] = "testing"
+
+from webapp import create_app  # noqa: E402
+from webapp.db import Session, get_engine  # noqa: E402
+from webapp.models import Base, User  # noqa: E402
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+
+
+def pytest_report_header(config):
+    return f"database: {TEST_DATABASE_URL or 'SQLite, a temporary file'}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A PostgreSQL run must run everything: a skip there means PostgreSQL went untested."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if TEST_DATABASE_URL and skipped and session.exitstatus == 0:
+        reporter.write_line(f"FAILED: {skipped} test(s) skipped on the PostgreSQL run", red=True)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    if TEST_DATABASE_URL:
+        return TEST_DATABASE_URL
+    return "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def backend(database_url) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture(scope="session")
+def _schema(database_url):
+    """The tables, created fresh for the test session and dropped after it."""
+    app = create_app({"DATABASE_URL": database_url})
+    engine = get_engine(app)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    yield
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def app(database_url, _schema):
+    app = create_app({"DATABASE_URL": database_url})
+    yield app
+    Session.remove()
+    get_engine(app).dispose()
+
+
+@pytest.fixture
+def rolled_back(app):
+    """Every session of the test joins one outer transaction, rolled back at the end."""
+    engine = get_engine(app)
+    connection = engine.connect()
+    outer = connection.begin()
+    Session.remove()
+    Session.configure(bind=connection, join_transaction_mode="create_savepoint")
+    yield connection
+    Session.remove()
+    outer.rollback()
+    connection.close()
+    Session.configure(bind=engine, join_transaction_mode="conditional_savepoint")
+
+
+@pytest.fixture
+def committing(app):
+    """Real commits, on an empty users table that is emptied again afterwards."""
+    _empty_users(app)
+    yield
+    Session.remove()
+    _empty_users(app)
+
+
+def _empty_users(app):
+    with get_engine(app).begin() as connection:
+        connection.execute(delete(User))
+
+
+@pytest.fixture
+def client(app, rolled_back):
+    return app.test_client()
+
+
+@pytest.fixture
+def committing_client(app, committing):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+# -- helpers for tests ------------------------------------------------------------
+
+
+def stored_users() -> list[tuple[str, str]]:
+    """(name, email) of every stored user, read through a session of its own."""
+    try:
+        return [tuple(row) for row in Session().execute(select(User.name, User.email).order_by(User.id))]
+    finally:
+        Session.remove()
+
+
+def user_count() -> int:
+    try:
+        return Session().scalar(select(func.count()).select_from(User))
+    finally:
+        Session.remove()
+
+
+def add_users(*pairs: tuple[str, str]) -> list[int]:
+    """Store users directly, bypassing the HTTP layer; returns their ids."""
+    session = Session()
+    users = [User(name=name, email=email) for name, email in pairs]
+    session.add_all(users)
+    session.commit()
+    ids = [user.id for user in users]
+    Session.remove()
+    return ids
+
+
+class Forms:
+    """Posts forms as a browser does: fetch the page, take its CSRF token, submit."""
+
+    TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+    def __init__(self, client):
+        self.client = client
+
+    def token(self, page: str = "/users/new") -> str:
+        return self.TOKEN.search(self.client.get(page).text).group(1)
+
+    def post(self, path: str, data: dict, page: str = "/users/new", **kwargs):
+        return self.client.post(path, data={**data, "csrf_token": self.token(page)}, **kwargs)
+
+
+@pytest.fixture
+def forms(client):
+    return Forms(client)
