@@ -11,14 +11,16 @@ SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
 
 import os
 import re
+import secrets
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import create_engine, delete, func, select
 
 os.environ["APP_ENV"] = "testing"
 
 from webapp import create_app  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
+from webapp.db import with_shipped_driver  # noqa: E402
 from webapp.models import Base, User  # noqa: E402
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -38,10 +40,24 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory) -> str:
-    if TEST_DATABASE_URL:
-        return TEST_DATABASE_URL
-    return "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+def database_url(tmp_path_factory):
+    """A database of this test run's own.
+
+    On PostgreSQL, a scratch database is created next to TEST_DATABASE_URL's and
+    dropped afterwards (as Django's test runner does), so two runs against one
+    server, or a run and a developer's app, never drop each other's tables.
+    """
+    if not TEST_DATABASE_URL:
+        yield "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+        return
+    server = create_engine(with_shipped_driver(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
+    scratch = f"{server.url.database}_{secrets.token_hex(4)}"
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
+    yield server.url.set(database=scratch).render_as_string(hide_password=False)
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+    server.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -85,9 +85,16 @@ def database_url(config: dict[str, Any], instance_path: str) -> URL:
     if not raw:
         os.makedirs(instance_path, exist_ok=True)
         return make_url("sqlite:///" + os.path.join(instance_path, "webapp.sqlite3"))
-    url = make_url(raw)
-    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, and no longer knows
-    # the postgres:// spelling some hosts hand out. We ship psycopg2.
+    return with_shipped_driver(make_url(raw))
+
+
+def with_shipped_driver(url: URL | str) -> URL:
+    """`url` with a bare postgresql:// or postgres:// pinned to psycopg2.
+
+    SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which we do not ship,
+    and no longer knows the postgres:// spelling some hosts hand out.
+    """
+    url = make_url(url)
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg2")
     return url

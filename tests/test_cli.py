@@ -1,0 +1,57 @@
+"""The CLI: `flask --app wsgi init-db` and `flask --app wsgi seed-users N`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from conftest import user_count
+from webapp import create_app
+from webapp.db import get_engine
+
+
+def test_init_db_creates_the_schema_on_an_empty_database(tmp_path):
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
+    try:
+        result = app.test_cli_runner().invoke(args=["init-db"])
+
+        assert result.exit_code == 0, result.output
+        inspector = inspect(get_engine(app))
+        assert set(inspector.get_table_names()) == {"users"}
+        assert {c["name"] for c in inspector.get_columns("users")} == {
+            "id", "name", "email", "created_at", "updated_at"}
+        [index] = inspector.get_indexes("users")
+        assert index["unique"] and index["column_names"] == ["email"]
+    finally:
+        get_engine(app).dispose()
+
+
+def test_init_db_is_safe_to_run_twice(runner, committing):
+    assert runner.invoke(args=["init-db"]).exit_code == 0
+    assert runner.invoke(args=["init-db"]).exit_code == 0
+
+
+def test_seed_users_adds_that_many_distinct_users(runner, committing):
+    result = runner.invoke(args=["seed-users", "1500"])  # more than one batch
+
+    assert result.exit_code == 0, result.output
+    assert "Added 1500 users" in result.output
+    assert user_count() == 1500
+
+
+def test_seed_users_refuses_a_count_below_one(runner, committing):
+    result = runner.invoke(args=["seed-users", "0"])
+
+    assert result.exit_code != 0
+    assert user_count() == 0
+
+
+def test_the_flask_command_finds_the_app_through_wsgi(tmp_path):
+    env = {"PATH": "", "APP_ENV": "testing", "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"}
+
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"],
+                            cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cli.sqlite3").exists()

@@ -1,0 +1,164 @@
+"""The engine: one per app, psycopg2 for PostgreSQL, and the options each backend needs."""
+
+import logging
+import threading
+
+import pytest
+from sqlalchemy import event, text
+
+from config import Config
+from webapp import create_app
+from webapp.db import Session, database_url, engine_options, get_engine
+
+SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
+
+
+@pytest.mark.parametrize("raw", ["postgresql://u@db:5432/app", "postgres://u@db:5432/app",
+                                 "postgresql+psycopg2://u@db:5432/app"])
+def test_postgresql_urls_use_psycopg2(raw):
+    url = database_url({**SETTINGS, "DATABASE_URL": raw}, "/unused")
+
+    assert url.drivername == "postgresql+psycopg2"
+    assert (url.host, url.port, url.database, url.username) == ("db", 5432, "app", "u")
+
+
+def test_without_database_url_the_default_is_a_sqlite_file_in_the_instance_folder(tmp_path):
+    url = database_url({**SETTINGS, "DATABASE_URL": None}, str(tmp_path / "instance"))
+
+    assert url.drivername == "sqlite"
+    assert url.database == str(tmp_path / "instance" / "webapp.sqlite3")
+    assert (tmp_path / "instance").is_dir()
+
+
+def test_postgresql_pool_is_pre_pinged_recycled_sized_for_every_thread_and_quick_to_give_up():
+    settings = {**SETTINGS, "GUNICORN_THREADS": 8}
+    options = engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+
+    assert options["pool_pre_ping"] is True
+    assert options["pool_recycle"] == Config.DB_POOL_RECYCLE
+    assert options["pool_size"] >= 8
+    assert options["pool_timeout"] <= 10
+    assert options["connect_args"]["connect_timeout"] == Config.DB_CONNECT_TIMEOUT
+
+
+def test_an_explicit_pool_size_wins_over_the_thread_count():
+    settings = {**SETTINGS, "GUNICORN_THREADS": 4, "DB_POOL_SIZE": 12}
+
+    assert engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))[
+        "pool_size"] == 12
+
+
+def test_the_app_engine_for_postgresql_urls_is_psycopg2(database_url, backend):
+    app = create_app({"DATABASE_URL": database_url.replace("postgresql+psycopg2://", "postgresql://")})
+    engine = get_engine(app)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            driver_module = type(connection.connection.dbapi_connection).__module__
+    finally:
+        engine.dispose()
+
+    expected = "sqlite3" if backend == "sqlite" else "psycopg2"
+    assert engine.dialect.driver == ("pysqlite" if backend == "sqlite" else "psycopg2")
+    assert driver_module.split(".")[0] == expected
+
+
+# -- SQLite, always tested: it is the embedded default ------------------------------
+
+
+@pytest.fixture
+def sqlite_app(tmp_path):
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'lite.sqlite3'}"})
+    yield app
+    Session.remove()
+    get_engine(app).dispose()
+
+
+def test_sqlite_connections_use_wal_a_busy_timeout_and_foreign_keys(sqlite_app):
+    with get_engine(sqlite_app).connect() as connection:
+        pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+        assert pragma("journal_mode") == "wal"
+        assert pragma("busy_timeout") == sqlite_app.config["SQLITE_BUSY_TIMEOUT_MS"]
+        assert pragma("foreign_keys") == 1
+
+
+def test_sqlite_connections_may_be_used_from_another_thread(sqlite_app):
+    engine = get_engine(sqlite_app)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    errors = []
+
+    def reuse_pooled_connection():
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as error:  # pragma: no cover - the failure we test against
+            errors.append(error)
+
+    thread = threading.Thread(target=reuse_pooled_connection)
+    thread.start()
+    thread.join()
+
+    assert errors == []
+
+
+def _begins(app):
+    """Record the BEGIN statements the engine sends."""
+    seen = []
+    event.listen(get_engine(app), "before_cursor_execute",
+                 lambda conn, cursor, statement, *args: seen.append(statement)
+                 if statement.startswith("BEGIN") else None)
+    return seen
+
+
+def test_sqlite_writes_begin_immediate_and_reads_begin_deferred(sqlite_app):
+    from webapp.models import Base
+
+    Base.metadata.create_all(get_engine(sqlite_app))
+    begins = _begins(sqlite_app)
+    client = sqlite_app.test_client()
+
+    client.get("/api/users")
+    client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"})
+
+    assert begins == ["BEGIN", "BEGIN IMMEDIATE"]
+
+
+def test_sqlite_concurrent_writers_wait_their_turn_instead_of_failing(sqlite_app):
+    # Updates read before they write: with a plain deferred BEGIN, a writer whose
+    # snapshot went stale gets "database is locked" at once, busy timeout or not.
+    from webapp.models import Base
+
+    Base.metadata.create_all(get_engine(sqlite_app))
+    ids = [sqlite_app.test_client().post("/api/users", json={"name": "W", "email": f"w{n}@example.com"})
+           .get_json()["id"] for n in range(2)]
+    writers, per_writer = 8, 10
+    barrier = threading.Barrier(writers)
+    statuses = []
+
+    def write(n):
+        client = sqlite_app.test_client()
+        barrier.wait()
+        for i in range(per_writer):
+            statuses.append(client.patch(f"/api/users/{ids[i % 2]}", json={"name": f"W{n}.{i}"}).status_code)
+            statuses.append(client.post("/api/users", json={"name": "W", "email": f"w{n}.{i}@example.com"})
+                            .status_code)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200] * writers * per_writer + [201] * writers * per_writer
+
+
+def test_sql_echo_logs_every_statement(tmp_path, caplog):
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'echo.sqlite3'}", "SQL_ECHO": True})
+    try:
+        with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
+            app.test_client().get("/healthz")
+    finally:
+        get_engine(app).dispose()
+
+    assert any("SELECT 1" in record.getMessage() for record in caplog.records)
