@@ -101,7 +101,7 @@ def test_per_page_is_capped_at_100(client):
 
 
 @pytest.mark.parametrize("query", ["page=0", "page=x", "per_page=0", "per_page=-5", "per_page=ten",
-                                   "q=" + "x" * 101])
+                                   "q=" + "x" * 101, "q=a%00b"])
 def test_invalid_list_arguments_are_422_with_field_errors(client, query):
     body = assert_problem(client.get(f"/api/users?{query}"), 422)
 
@@ -210,6 +210,9 @@ def test_a_body_that_is_not_json_is_415(client, content_type):
         ({"name": "x" * 101, "email": "ada@example.com"}, "name"),
         ({"name": None, "email": "ada@example.com"}, "name"),
         ({"name": 42, "email": "ada@example.com"}, "name"),
+        ({"name": "a\x00b", "email": "ada@example.com"}, "name"),
+        ({"name": "Ada\nLovelace", "email": "ada@example.com"}, "name"),
+        ({"name": "Ada", "email": "ada\x00@example.com"}, "email"),
         ({"name": "Ada", "email": "not-an-email"}, "email"),
         ({"name": "Ada", "email": "a" * 243 + "@example.com"}, "email"),
         ({"name": "Ada", "email": "ada@example.com", "role": "admin"}, "role"),

@@ -5,24 +5,33 @@ dumped through it. Fields the server sets are dump_only, so a client that sends
 them gets "Unknown field." like any other stray key.
 """
 
+import unicodedata
 from typing import Any
 
 from flask import current_app
-from marshmallow import RAISE, EXCLUDE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
+
+
+def _printable(text: str) -> str:
+    # Control characters have no place in a name or a search, and PostgreSQL
+    # cannot store NUL at all: refuse them here rather than fail in the driver.
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise ValidationError("Must not contain control characters.")
+    return text
 
 
 class TrimmedString(fields.String):
     """A string with surrounding whitespace removed before it is validated."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        return super()._deserialize(value, attr, data, **kwargs).strip()
+        return _printable(super()._deserialize(value, attr, data, **kwargs).strip())
 
 
 class NormalizedEmail(fields.Email):
     """An email address, trimmed and lower-cased before it is validated."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        return super()._deserialize(value, attr, data, **kwargs).strip().lower()
+        return _printable(super()._deserialize(value, attr, data, **kwargs).strip().lower())
 
 
 class UserSchema(Schema):
