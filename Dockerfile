@@ -1,6 +1,6 @@
 # The user service, served by gunicorn's gthread worker.
 #   docker build -t webapp .
-#   docker run --rm -e SECRET_KEY=... -e DATABASE_URL=postgresql://... webapp flask --app wsgi init-db
+#   docker run --rm -e SECRET_KEY=... -e DATABASE_URL=postgresql://... webapp flask --app wsgi db upgrade
 #   docker run -p 8000:8000 -e SECRET_KEY=... -e DATABASE_URL=postgresql://... webapp
 FROM python:3.11-slim-bookworm
 
@@ -19,7 +19,8 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 # Code stays root-owned and read-only to the app; only instance/ is writable.
-COPY config.py gunicorn.conf.py wsgi.py ./
+COPY config.py gunicorn.conf.py wsgi.py alembic.ini ./
+COPY migrations ./migrations
 COPY webapp ./webapp
 RUN mkdir instance && chown app:app instance
 

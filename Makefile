@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-.PHONY: run test lint init-db clean
+.PHONY: run test lint upgrade clean
 
-run: $(VENV)/.runtime ## set up, create the schema, serve with gunicorn on http://127.0.0.1:$(PORT)
-	$(BIN)/flask --app wsgi init-db
+run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn on http://127.0.0.1:$(PORT)
+	$(BIN)/flask --app wsgi db upgrade
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: $(VENV)/.dev ## set up and run the tests (PostgreSQL too when TEST_DATABASE_URL is set)
@@ -17,8 +17,8 @@ test: $(VENV)/.dev ## set up and run the tests (PostgreSQL too when TEST_DATABAS
 lint: $(VENV)/.dev ## lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
-init-db: $(VENV)/.runtime
-	$(BIN)/flask --app wsgi init-db
+upgrade: $(VENV)/.runtime ## migrate the schema to head
+	$(BIN)/flask --app wsgi db upgrade
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -34,6 +34,7 @@ class Config:
     # None means the embedded SQLite default, a file under the instance folder.
     DATABASE_URL: str | None = None
     SQL_ECHO = False
+    SESSION_EVENTS_LOG = False  # log begin/commit/rollback/remove of each thread's session
     # None means generated once and kept in the instance folder (see webapp.secret).
     SECRET_KEY: str | None = None
     # Threads per gunicorn worker; the pool is sized from it (one connection per thread).
@@ -77,6 +78,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": str,
     "SECRET_KEY": str,
     "SQL_ECHO": _flag,
+    "SESSION_EVENTS_LOG": _flag,
     "GUNICORN_THREADS": _positive_int,
     "DB_POOL_SIZE": _positive_int,
     "DB_MAX_OVERFLOW": int,

@@ -12,16 +12,17 @@ SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
 import os
 import re
 import secrets
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, delete, func, select
 
 os.environ["APP_ENV"] = "testing"
 
-from webapp import create_app  # noqa: E402
+from webapp import create_app, migrations  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
 from webapp.db import with_shipped_driver  # noqa: E402
-from webapp.models import Base, User  # noqa: E402
+from webapp.models import AuditEntry, User  # noqa: E402
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 
@@ -39,6 +40,31 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+@contextmanager
+def scratch_postgresql_database():
+    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards."""
+    server = create_engine(with_shipped_driver(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
+    scratch = f"{server.url.database}_{secrets.token_hex(4)}"
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
+    try:
+        yield server.url.set(database=scratch).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+        server.dispose()
+
+
+@contextmanager
+def empty_database(tmp_path):
+    """A new, empty database on the backend under test."""
+    if TEST_DATABASE_URL:
+        with scratch_postgresql_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / f'empty-{secrets.token_hex(4)}.sqlite3'}"
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     """A database of this test run's own.
@@ -47,17 +73,8 @@ def database_url(tmp_path_factory):
     dropped afterwards (as Django's test runner does), so two runs against one
     server, or a run and a developer's app, never drop each other's tables.
     """
-    if not TEST_DATABASE_URL:
-        yield "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
-        return
-    server = create_engine(with_shipped_driver(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
-    scratch = f"{server.url.database}_{secrets.token_hex(4)}"
-    with server.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
-    yield server.url.set(database=scratch).render_as_string(hide_password=False)
-    with server.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
-    server.dispose()
+    with empty_database(tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +84,11 @@ def backend(database_url) -> str:
 
 @pytest.fixture(scope="session")
 def _schema(database_url):
-    """The tables, created fresh for the test session and dropped after it."""
+    """The schema, built by the real migrations on the run's own database."""
     app = create_app({"DATABASE_URL": database_url})
-    engine = get_engine(app)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    yield
-    Base.metadata.drop_all(engine)
-    engine.dispose()
+    with app.app_context():
+        migrations.upgrade("head")
+    get_engine(app).dispose()
 
 
 @pytest.fixture
@@ -109,9 +123,10 @@ def committing(app):
     _empty_users(app)
 
 
-def _empty_users(app):
+def _empty_users(app):  # and their history
     with get_engine(app).begin() as connection:
         connection.execute(delete(User))
+        connection.execute(delete(AuditEntry))
 
 
 @pytest.fixture
@@ -159,18 +174,22 @@ def add_users(*pairs: tuple[str, str]) -> list[int]:
 
 
 class Forms:
-    """Posts forms as a browser does: fetch the page, take its CSRF token, submit."""
+    """Posts forms as a browser does: fetch the page, keep its hidden inputs (the
+    CSRF token, the edit form's version), fill in the rest, submit."""
 
-    TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+    HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
     def __init__(self, client):
         self.client = client
 
+    def hidden(self, page: str = "/users/new") -> dict[str, str]:
+        return dict(self.HIDDEN.findall(self.client.get(page).text))
+
     def token(self, page: str = "/users/new") -> str:
-        return self.TOKEN.search(self.client.get(page).text).group(1)
+        return self.hidden(page)["csrf_token"]
 
     def post(self, path: str, data: dict, page: str = "/users/new", **kwargs):
-        return self.client.post(path, data={**data, "csrf_token": self.token(page)}, **kwargs)
+        return self.client.post(path, data={**self.hidden(page), **data}, **kwargs)
 
 
 @pytest.fixture

@@ -7,24 +7,46 @@ from pathlib import Path
 from sqlalchemy import inspect
 
 from conftest import user_count
-from webapp import create_app
+from webapp import create_app, migrations
 from webapp.db import get_engine
 
 
-def test_init_db_creates_the_schema_on_an_empty_database(tmp_path):
+def test_init_db_upgrades_an_empty_database_to_the_latest_migration(tmp_path):
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
     try:
         result = app.test_cli_runner().invoke(args=["init-db"])
 
         assert result.exit_code == 0, result.output
         inspector = inspect(get_engine(app))
-        assert set(inspector.get_table_names()) == {"users"}
+        assert set(inspector.get_table_names()) == {"users", "audit_log", "alembic_version"}
         assert {c["name"] for c in inspector.get_columns("users")} == {
-            "id", "name", "email", "created_at", "updated_at"}
+            "id", "name", "email", "created_at", "updated_at", "version"}
         [index] = inspector.get_indexes("users")
         assert index["unique"] and index["column_names"] == ["email"]
+        with app.app_context():
+            assert migrations.current() == migrations.head()
     finally:
         get_engine(app).dispose()
+
+
+def test_db_upgrade_downgrade_and_current_commands(tmp_path):
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'steps.sqlite3'}"})
+    runner = app.test_cli_runner()
+    try:
+        assert runner.invoke(args=["db", "current"]).output.strip() == "base"
+        assert runner.invoke(args=["db", "upgrade", "0001"]).exit_code == 0
+        assert runner.invoke(args=["db", "current"]).output.strip() == "0001"
+        assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+        assert runner.invoke(args=["db", "current"]).output.strip() == migrations_head(app)
+        assert runner.invoke(args=["db", "downgrade", "base"]).exit_code == 0
+        assert inspect(get_engine(app)).get_table_names() == ["alembic_version"]
+    finally:
+        get_engine(app).dispose()
+
+
+def migrations_head(app):
+    with app.app_context():
+        return migrations.head()
 
 
 def test_init_db_is_safe_to_run_twice(runner, committing):

@@ -202,7 +202,8 @@ def test_edit_form_is_prefilled_with_the_user(client):
 def test_edit_saves_and_redirects_to_the_user_with_a_flash_message(client, forms):
     [user_id] = add_users(ADA)
 
-    response = forms.post(f"/users/{user_id}/edit", {"name": "Ada King", "email": "KING@example.com"})
+    response = forms.post(f"/users/{user_id}/edit", {"name": "Ada King", "email": "KING@example.com"},
+                          page=f"/users/{user_id}/edit")
 
     assert response.status_code == 302
     assert location_path(response) == f"/users/{user_id}"
@@ -213,7 +214,8 @@ def test_edit_saves_and_redirects_to_the_user_with_a_flash_message(client, forms
 def test_edit_with_invalid_input_is_422_and_changes_nothing(client, forms):
     [user_id] = add_users(ADA)
 
-    page = forms.post(f"/users/{user_id}/edit", {"name": "", "email": "not-an-email"})
+    page = forms.post(f"/users/{user_id}/edit", {"name": "", "email": "not-an-email"},
+                      page=f"/users/{user_id}/edit")
 
     assert page.status_code == 422
     assert 'id="name-error"' in page.text and 'id="email-error"' in page.text
@@ -224,7 +226,8 @@ def test_edit_with_invalid_input_is_422_and_changes_nothing(client, forms):
 def test_edit_to_another_users_email_is_409_and_changes_nothing(client, forms):
     ada_id, _ = add_users(ADA, ALAN)
 
-    page = forms.post(f"/users/{ada_id}/edit", {"name": "Ada King", "email": "alan@example.com"})
+    page = forms.post(f"/users/{ada_id}/edit", {"name": "Ada King", "email": "alan@example.com"},
+                      page=f"/users/{ada_id}/edit")
 
     assert page.status_code == 409
     assert 'id="email-error"' in page.text

@@ -5,7 +5,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import api, cli, db, errors, health, pages, settings
+from . import api, audit, cli, db, errors, health, pages, request_id, settings
 from .routing import IdConverter
 
 csrf = CSRFProtect()
@@ -19,6 +19,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
 
     db.init_app(app)
+    audit.init_app(app)
+    request_id.init_app(app)
     cli.init_app(app)
     errors.init_app(app)
 

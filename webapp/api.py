@@ -1,11 +1,41 @@
-"""The JSON API under /api. Errors are answered by errors.py as problem JSON."""
+"""The JSON API under /api. Errors are answered by errors.py as problem JSON.
+
+Every user response carries an ETag made of the user's id and version. Writes
+honour If-Match (412 when stale); reads honour If-None-Match (304).
+"""
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.exceptions import NotFound
 
-from . import users
-from .schemas import list_args_schema, user_schema
+from . import audit, users
+from .models import User
+from .schemas import audit_entry_schema, list_args_schema, page_args_schema, user_schema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def etag(user: User) -> str:
+    return f"{user.id}.{user.version}"
+
+
+def user_response(user: User, status: int = 200) -> Response:
+    response = jsonify(user_schema.dump(user))
+    response.status_code = status
+    response.set_etag(etag(user))
+    return response
+
+
+def expected_versions(user_id: int) -> set[int] | None:
+    """The versions If-Match accepts for this user; None when the write is unconditional
+    (no If-Match, or `*`). A tag for another user or of another form matches nothing."""
+    if not request.if_match or request.if_match.star_tag:
+        return None
+    versions = set()
+    for tag in request.if_match.as_set():
+        tag_id, _, version = tag.partition(".")
+        if tag_id == str(user_id) and version.isdigit():
+            versions.add(int(version))
+    return versions
 
 
 @bp.get("/users")
@@ -21,29 +51,41 @@ def list_users() -> Response:
 
 
 @bp.post("/users")
-def create_user() -> tuple[Response, int, dict[str, str]]:
+def create_user() -> Response:
     user = users.create_user(user_schema.load(request.get_json()))
-    return jsonify(user_schema.dump(user)), 201, {"Location": url_for(".get_user", user_id=user.id)}
+    response = user_response(user, 201)
+    response.headers["Location"] = url_for(".get_user", user_id=user.id)
+    return response
 
 
 @bp.get("/users/<id:user_id>")
 def get_user(user_id: int) -> Response:
-    return jsonify(user_schema.dump(users.get_user(user_id)))
+    return user_response(users.get_user(user_id)).make_conditional(request)
 
 
 @bp.put("/users/<id:user_id>")
 def replace_user(user_id: int) -> Response:
     fields = user_schema.load(request.get_json())
-    return jsonify(user_schema.dump(users.update_user(user_id, fields)))
+    return user_response(users.update_user(user_id, fields, expected_versions(user_id)))
 
 
 @bp.patch("/users/<id:user_id>")
 def update_user(user_id: int) -> Response:
     fields = user_schema.load(request.get_json(), partial=True)
-    return jsonify(user_schema.dump(users.update_user(user_id, fields)))
+    return user_response(users.update_user(user_id, fields, expected_versions(user_id)))
 
 
 @bp.delete("/users/<id:user_id>")
 def delete_user(user_id: int) -> tuple[str, int]:
-    users.delete_user(user_id)
+    users.delete_user(user_id, expected_versions(user_id))
     return "", 204
+
+
+@bp.get("/users/<id:user_id>/history")
+def user_history(user_id: int) -> Response:
+    """A user's changes, newest first; still readable after the user is deleted."""
+    args = page_args_schema.load(request.args)
+    entries, total = audit.history(user_id, **args)
+    if total == 0:
+        raise NotFound(f"There is no history for a user with id {user_id}.")
+    return jsonify(items=audit_entry_schema.dump(entries, many=True), total=total, **args)

@@ -1,4 +1,4 @@
-"""Flask CLI commands: `flask --app wsgi init-db`, `flask --app wsgi seed-users N`.
+"""Flask CLI commands: `db upgrade|downgrade|current`, `init-db`, `seed-users N`.
 
 Each command runs inside an application context (with_appcontext, also under the
 test runner), so the same teardown that ends a request's session ends theirs.
@@ -9,11 +9,12 @@ import secrets
 
 import click
 from flask import Flask
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import insert
 
-from .db import Session, get_engine
-from .models import Base, User
+from . import audit, migrations
+from .db import Session
+from .models import User
 
 FIRST_NAMES = ["Ada", "Alan", "Barbara", "Claude", "Dennis", "Edsger", "Frances", "Grace",
                "Guido", "Hedy", "John", "Katherine", "Ken", "Linus", "Margaret", "Niklaus"]
@@ -22,16 +23,42 @@ LAST_NAMES = ["Allen", "Dijkstra", "Hamilton", "Hopper", "Johnson", "Kernighan",
 SEED_BATCH = 1000
 
 
+db = AppGroup("db", help="Schema migrations (Alembic).")
+
+
 def init_app(app: Flask) -> None:
+    app.cli.add_command(db)
     app.cli.add_command(init_db)
     app.cli.add_command(seed_users)
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Upgrade the schema to REVISION (default: head)."""
+    migrations.upgrade(revision)
+    click.echo(f"Database schema is at {migrations.current() or 'base'}.")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Downgrade the schema to REVISION (base: drop everything)."""
+    migrations.downgrade(revision)
+    click.echo(f"Database schema is at {migrations.current() or 'base'}.")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema's current revision."""
+    click.echo(migrations.current() or "base")
 
 
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
-    """Create the tables that do not exist yet."""
-    Base.metadata.create_all(get_engine())
+    """Bring the schema up to date: an alias of `db upgrade head`."""
+    migrations.upgrade("head")
     click.echo("Database schema is ready.")
 
 
@@ -43,7 +70,11 @@ def seed_users(count: int) -> None:
     session = Session()
     for start in range(0, count, SEED_BATCH):
         size = min(SEED_BATCH, count - start)
-        session.execute(insert(User), [fake_user() for _ in range(size)])
+        # A bulk Core insert skips the unit of work, and with it the audit
+        # listener: it records its own history, in the same transaction.
+        inserted = session.execute(insert(User).returning(User.id, User.name, User.email),
+                                   [fake_user() for _ in range(size)])
+        audit.record_inserts(session, inserted.mappings())
         session.commit()
     click.echo(f"Added {count} users.")
 

@@ -22,6 +22,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import scoped_session, sessionmaker
 
+from . import request_id
+
 log = logging.getLogger(__name__)
 
 # The thread-local registry. Calling Session() returns this thread's session,
@@ -43,6 +45,8 @@ def init_app(app: Flask) -> None:
     appcontext_pushed.connect(_enter_context, app)
     appcontext_popped.connect(_leave_context, app)
     app.teardown_appcontext(remove_session)
+    if app.config["SESSION_EVENTS_LOG"]:
+        _log_session_events()
 
 
 def get_engine(app: Flask | None = None) -> Engine:
@@ -73,7 +77,37 @@ def remove_session(exc: BaseException | None = None) -> None:
     """Teardown hook: close this thread's session once its outermost context ends."""
     if getattr(_depth, "value", 0) > 1:
         return
+    if Session.registry.has():
+        _event("remove")
     Session.remove()
+
+
+# -- watching it happen (SESSION_EVENTS_LOG=1) ------------------------------------
+
+events_log = logging.getLogger("webapp.session")
+
+
+def _event(name: str) -> None:
+    if events_log.isEnabledFor(logging.INFO):
+        events_log.info("%-8s thread=%s request=%s", name, threading.current_thread().name,
+                        request_id.current() or "-")
+
+
+def _log_session_events() -> None:
+    """Log the life of every session: begin, commit, rollback, remove."""
+    events_log.setLevel(logging.INFO)
+    if not events_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        events_log.addHandler(handler)
+    for event_name, label in (("after_begin", "begin"), ("after_commit", "commit"),
+                              ("after_rollback", "rollback")):
+        listener = _LISTENERS.setdefault(event_name, lambda *args, _label=label: _event(_label))
+        if not event.contains(Session, event_name, listener):
+            event.listen(Session, event_name, listener)
+
+
+_LISTENERS: dict[str, Any] = {}
 
 
 # -- engine -----------------------------------------------------------------------

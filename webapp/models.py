@@ -2,7 +2,9 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Index, String, TypeDecorator
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, Integer, String, TypeDecorator, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -48,8 +50,32 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Bumped by SQLAlchemy on every UPDATE, which also checks it in the WHERE clause:
+    # a write based on a stale read matches no row instead of overwriting silently.
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
 
     __table_args__ = (Index("uq_users_email", "email", unique=True),)
+    __mapper_args__ = {"version_id_col": version}
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
+
+
+class AuditEntry(Base):
+    """One insert, update or delete of a user, written in the same transaction.
+
+    user_id is deliberately not a foreign key: a deleted user's history stays.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int]
+    action: Mapped[str] = mapped_column(String(10))  # insert, update, delete
+    # {field: [old, new]}; old is null on insert, new is null on delete.
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    # A user's history is read newest first.
+    __table_args__ = (Index("ix_audit_log_user_id_id", "user_id", "id"),)

@@ -10,8 +10,8 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-from . import users
-from .schemas import list_args_schema, user_schema
+from . import audit, users
+from .schemas import list_args_schema, page_args_schema, user_form_schema, user_schema
 
 bp = Blueprint("pages", __name__)
 
@@ -45,13 +45,18 @@ def create_user() -> Response | tuple[str, int]:
 
 @bp.get("/users/<id:user_id>")
 def show_user(user_id: int) -> str:
-    return render_template("users/show.html", user=users.get_user(user_id))
+    user = users.get_user(user_id)
+    args = page_args_schema.load(request.args)
+    entries, total = audit.history(user_id, **args)
+    history = users.Page(items=entries, total=total, **args)
+    return render_template("users/show.html", user=user, history=history)
 
 
 @bp.get("/users/<id:user_id>/edit")
 def edit_user(user_id: int) -> str:
     user = users.get_user(user_id)
-    return _form({"name": user.name, "email": user.email}, errors={}, status=200, user=user)
+    values = {"name": user.name, "email": user.email, "version": user.version}
+    return _form(values, errors={}, status=200, user=user)
 
 
 @bp.post("/users/<id:user_id>/edit")
@@ -59,9 +64,15 @@ def update_user(user_id: int) -> Response | tuple[str, int]:
     user = users.get_user(user_id)
     values = _submitted()
     try:
-        user = users.update_user(user_id, user_schema.load(values))
+        fields = user_form_schema.load(values)
+        based_on = fields.pop("version")
+        user = users.update_user(user_id, fields, versions={based_on})
     except (ValidationError, users.EmailTaken) as error:
         return _form(values, _field_errors(error), status=_status(error), user=users.get_user(user_id))
+    except users.VersionMismatch as mismatch:
+        # Someone saved in between. Show both versions; the form now carries the
+        # current version, so submitting it again applies "yours" on top of "theirs".
+        return render_template("users/conflict.html", current=mismatch.current, yours=fields), 409
     flash(f"Saved {user.name}.", "success")
     return redirect(url_for(".show_user", user_id=user.id))
 

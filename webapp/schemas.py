@@ -52,16 +52,33 @@ class UserSchema(Schema):
     updated_at = fields.DateTime(dump_only=True, format="iso")
 
 
-class ListArgsSchema(Schema):
-    """Query arguments of a user list. Unknown arguments are ignored, not refused,
-    so cache-busters and tracking parameters do not break a link."""
+class UserFormSchema(UserSchema):
+    """The edit form: the user's fields plus the version the form was rendered from."""
+
+    version = fields.Integer(required=True, load_only=True, validate=validate.Range(min=1))
+
+
+class AuditEntrySchema(Schema):
+    class Meta:
+        ordered = True
+
+    id = fields.Integer()
+    user_id = fields.Integer()
+    action = fields.String()
+    changes = fields.Dict()
+    at = fields.DateTime(format="iso")
+    request_id = fields.String(allow_none=True)
+
+
+class PageArgsSchema(Schema):
+    """Paging query arguments. Unknown arguments are ignored, not refused, so
+    cache-busters and tracking parameters do not break a link."""
 
     class Meta:
         unknown = EXCLUDE
 
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(load_default=None, validate=validate.Range(min=1))
-    q = TrimmedString(load_default="", validate=validate.Length(max=100))
 
     @post_load
     def cap_per_page(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -71,5 +88,14 @@ class ListArgsSchema(Schema):
         return data
 
 
+class ListArgsSchema(PageArgsSchema):
+    """Query arguments of a user list."""
+
+    q = TrimmedString(load_default="", validate=validate.Length(max=100))
+
+
 user_schema = UserSchema()
+user_form_schema = UserFormSchema()
+audit_entry_schema = AuditEntrySchema()
+page_args_schema = PageArgsSchema()
 list_args_schema = ListArgsSchema()

@@ -5,12 +5,14 @@ Each function is one unit of work: it uses the thread's session through
 teardown hook to roll back. Input arrives already validated by the schema.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import Conflict, NotFound
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
 
 from .db import Session
 from .models import User
@@ -23,6 +25,22 @@ class EmailTaken(Conflict):
 
     description = EMAIL_TAKEN
     errors = {"email": [EMAIL_TAKEN]}
+
+
+class VersionMismatch(PreconditionFailed):
+    """The caller's copy of the user is not the current version."""
+
+    description = "The user has changed since you read it. Fetch it again and reapply your change."
+
+    def __init__(self, current: User) -> None:
+        super().__init__()
+        self.current = current
+
+
+class ChangedConcurrently(Conflict):
+    """Another transaction changed or deleted the row between our read and our write."""
+
+    description = "The user was changed by another request at the same moment. Try again."
 
 
 @dataclass(frozen=True)
@@ -48,9 +66,10 @@ def list_users(page: int, per_page: int, q: str = "") -> Page:
     return Page(items=list(items), page=page, per_page=per_page, total=total or 0)
 
 
-def get_user(user_id: int) -> User:
-    """The user with this id, or 404."""
-    user = Session().get(User, user_id)
+def get_user(user_id: int, for_update: bool = False) -> User:
+    """The user with this id, or 404. `for_update` locks the row (on PostgreSQL) and
+    re-reads it, so a version check that follows sees the latest committed version."""
+    user = Session().get(User, user_id, with_for_update=for_update or None, populate_existing=for_update)
     if user is None:
         raise NotFound(f"There is no user with id {user_id}.")
     return user
@@ -64,20 +83,33 @@ def create_user(fields: dict[str, Any]) -> User:
     return user
 
 
-def update_user(user_id: int, fields: dict[str, Any]) -> User:
-    """Change the given fields of a user and commit."""
-    user = get_user(user_id)
+def update_user(user_id: int, fields: dict[str, Any], versions: Collection[int] | None = None) -> User:
+    """Change the given fields of a user and commit.
+
+    `versions`, when given, are the versions the caller's change was based on;
+    if the current version is not among them nothing is changed (VersionMismatch).
+    """
+    user = _current(user_id, versions)
     for name, value in fields.items():
         setattr(user, name, value)
     _commit()
     return user
 
 
-def delete_user(user_id: int) -> None:
-    """Delete a user and commit."""
-    session = Session()
-    session.delete(get_user(user_id))
+def delete_user(user_id: int, versions: Collection[int] | None = None) -> None:
+    """Delete a user and commit; `versions` as for update_user."""
+    Session().delete(_current(user_id, versions))
     _commit()
+
+
+def _current(user_id: int, versions: Collection[int] | None) -> User:
+    # The row lock makes concurrent writers queue here on PostgreSQL (SQLite's
+    # BEGIN IMMEDIATE already queued them): the second one reads the first one's
+    # committed version, so a conditional write fails cleanly rather than racing.
+    user = get_user(user_id, for_update=True)
+    if versions is not None and user.version not in versions:
+        raise VersionMismatch(user)
+    return user
 
 
 def _commit() -> None:
@@ -89,6 +121,10 @@ def _commit() -> None:
         if _is_email_conflict(error):
             raise EmailTaken() from error
         raise
+    except StaleDataError as error:
+        # Only reachable if a row changed without our lock (say, by hand in psql).
+        session.rollback()
+        raise ChangedConcurrently() from error
 
 
 def _is_email_conflict(error: IntegrityError) -> bool:

@@ -1,0 +1,166 @@
+"""Every change to a user leaves an audit row in the same transaction; none leaves one
+when the change is rolled back. History is served newest first, even after deletion."""
+
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from conftest import add_users
+from webapp import csrf
+from webapp.db import Session
+from webapp.models import AuditEntry, User
+
+
+def audit_rows(user_id=None) -> list[tuple]:
+    """(user_id, action, changes) of the stored audit rows, oldest first."""
+    query = select(AuditEntry.user_id, AuditEntry.action, AuditEntry.changes).order_by(AuditEntry.id)
+    if user_id is not None:
+        query = query.where(AuditEntry.user_id == user_id)
+    try:
+        return [tuple(row) for row in Session().execute(query)]
+    finally:
+        Session.remove()
+
+
+def test_create_update_and_delete_each_leave_one_row_with_old_and_new_values(client):
+    user_id = client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"}).get_json()["id"]
+    client.patch(f"/api/users/{user_id}", json={"name": "Ada King"})
+    client.delete(f"/api/users/{user_id}")
+
+    assert audit_rows() == [
+        (user_id, "insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"]}),
+        (user_id, "update", {"name": ["Ada", "Ada King"]}),
+        (user_id, "delete", {"name": ["Ada King", None], "email": ["ada@example.com", None]}),
+    ]
+
+
+def test_an_update_that_changes_nothing_leaves_no_row(client):
+    [user_id] = add_users(("Ada", "ada@example.com"))
+
+    client.put(f"/api/users/{user_id}", json={"name": "Ada", "email": "ADA@example.com"})
+
+    assert [action for _, action, _ in audit_rows(user_id)] == ["insert"]
+
+
+def test_audit_rows_carry_the_request_id(client):
+    response = client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"},
+                           headers={"X-Request-ID": "trace-42"})
+
+    assert response.headers["X-Request-ID"] == "trace-42"
+    assert Session().scalar(select(AuditEntry.request_id)) == "trace-42"
+    Session.remove()
+
+
+def test_a_request_without_an_id_gets_a_fresh_one_echoed(client):
+    first = client.get("/api/users").headers["X-Request-ID"]
+    second = client.get("/api/users", headers={"X-Request-ID": "no spaces allowed"}).headers["X-Request-ID"]
+
+    assert len(first) == 32 and second != first and " " not in second
+
+
+def test_a_rolled_back_change_leaves_no_audit_row(client):
+    [ada] = add_users(("Ada", "ada@example.com"))
+    client.post("/api/users", json={"name": "Alan", "email": "alan@example.com"})
+
+    assert client.patch(f"/api/users/{ada}", json={"email": "alan@example.com"}).status_code == 409
+    assert client.post("/api/users", json={"name": "Dup", "email": "ada@example.com"}).status_code == 409
+
+    assert [action for _, action, _ in audit_rows()] == ["insert", "insert"]
+
+
+def test_a_request_that_fails_after_flushing_leaves_neither_user_nor_audit_row(app, committing):
+    @app.post("/half")
+    @csrf.exempt
+    def half():
+        Session().add(User(name="Half", email="half@example.com"))
+        Session().flush()  # the audit row is written here, in the same transaction
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        app.test_client().post("/half")
+
+    assert audit_rows() == []
+
+
+def test_bulk_inserts_record_their_own_history(runner, committing):
+    assert runner.invoke(args=["seed-users", "30"]).exit_code == 0
+
+    rows = audit_rows()
+    assert len(rows) == 30 and {action for _, action, _ in rows} == {"insert"}
+    ids = {user_id for user_id, _, _ in rows}
+    assert ids == set(Session().scalars(select(User.id)))
+    Session.remove()
+
+
+# -- reading history ------------------------------------------------------------------
+
+
+def test_history_is_newest_first_and_paginated(client):
+    user_id = client.post("/api/users", json={"name": "V0", "email": "v@example.com"}).get_json()["id"]
+    for n in range(1, 5):
+        client.patch(f"/api/users/{user_id}", json={"name": f"V{n}"})
+
+    first = client.get(f"/api/users/{user_id}/history?per_page=2").get_json()
+    last = client.get(f"/api/users/{user_id}/history?per_page=2&page=3").get_json()
+
+    assert (first["total"], first["page"], first["per_page"]) == (5, 1, 2)
+    assert [e["changes"]["name"] for e in first["items"]] == [["V3", "V4"], ["V2", "V3"]]
+    assert [e["action"] for e in last["items"]] == ["insert"]
+    assert set(first["items"][0]) == {"id", "user_id", "action", "changes", "at", "request_id"}
+
+
+def test_a_deleted_users_history_stays_readable(client):
+    [user_id] = add_users(("Ada", "ada@example.com"))
+    client.delete(f"/api/users/{user_id}")
+
+    response = client.get(f"/api/users/{user_id}/history")
+
+    assert client.get(f"/api/users/{user_id}").status_code == 404
+    assert response.status_code == 200
+    assert [e["action"] for e in response.get_json()["items"]] == ["delete", "insert"]
+
+
+def test_history_of_a_user_that_never_existed_is_404(client):
+    assert client.get("/api/users/424242/history").status_code == 404
+
+
+def test_the_user_page_shows_the_history(client):
+    user_id = client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"}).get_json()["id"]
+    client.patch(f"/api/users/{user_id}", json={"name": "Ada King"})
+
+    page = client.get(f"/users/{user_id}").text
+
+    history = page[page.index('<h2 id="history">'):]
+    assert history.index("Changed") < history.index("Created")
+    assert "<del>Ada</del> → <ins>Ada King</ins>" in history
+
+
+# -- watching sessions live and die -----------------------------------------------------
+
+
+def test_session_events_log_shows_begin_commit_rollback_and_remove(database_url, _schema, caplog):
+    from webapp import create_app
+    from webapp.db import events_log, get_engine
+
+    app = create_app({"DATABASE_URL": database_url, "SESSION_EVENTS_LOG": True})
+    client = app.test_client()
+    try:
+        with caplog.at_level(logging.INFO, logger="webapp.session"):
+            client.post("/api/users", json={"name": "Log", "email": "log@example.com"},
+                        headers={"X-Request-ID": "req-1"})
+            client.post("/api/users", json={"name": "Log", "email": "log@example.com"},
+                        headers={"X-Request-ID": "req-2"})
+    finally:
+        with get_engine(app).begin() as connection:
+            connection.execute(User.__table__.delete())
+            connection.execute(AuditEntry.__table__.delete())
+        get_engine(app).dispose()
+        events_log.setLevel(logging.NOTSET)  # quiet again for the tests that follow
+        events_log.handlers.clear()
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "webapp.session"]
+    events = [(line.split()[0], line.split("request=")[1]) for line in lines]
+    assert events == [("begin", "req-1"), ("commit", "req-1"), ("remove", "req-1"),
+                      ("begin", "req-2"), ("rollback", "req-2"), ("remove", "req-2")]
+    assert all("thread=MainThread" in line for line in lines)

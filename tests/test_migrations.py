@@ -1,0 +1,70 @@
+"""The Alembic migrations build exactly the models' schema, and go back down cleanly."""
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from conftest import empty_database
+from webapp import create_app, migrations
+from webapp.db import get_engine
+from webapp.models import Base
+
+
+@pytest.fixture
+def fresh_app(tmp_path):
+    """An app on a new, empty database of the backend under test."""
+    with empty_database(tmp_path) as url:
+        app = create_app({"DATABASE_URL": url})
+        with app.app_context():
+            yield app
+        get_engine(app).dispose()
+
+
+def schema_differences(app) -> list:
+    with get_engine(app).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return compare_metadata(context, Base.metadata)
+
+
+def test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema(fresh_app):
+    migrations.upgrade("head")
+
+    assert migrations.current() == migrations.head()
+    assert schema_differences(fresh_app) == []
+
+
+def test_downgrade_to_base_then_upgrade_round_trips(fresh_app):
+    migrations.upgrade("head")
+
+    migrations.downgrade("base")
+    assert set(inspect(get_engine(fresh_app)).get_table_names()) == {"alembic_version"}
+    assert migrations.current() is None
+
+    migrations.upgrade("head")
+    assert schema_differences(fresh_app) == []
+
+
+def test_every_step_upgrades_and_downgrades_one_revision_at_a_time(fresh_app):
+    revisions = ["0001", "0002"]
+    assert revisions[-1] == migrations.head()
+
+    for revision in revisions:
+        migrations.upgrade(revision)
+        assert migrations.current() == revision
+    for previous in reversed([None, *revisions[:-1]]):
+        migrations.downgrade(previous or "base")
+        assert migrations.current() == previous
+
+
+def test_the_version_column_starts_existing_users_at_1(fresh_app):
+    migrations.upgrade("0001")
+    with get_engine(fresh_app).begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (name, email, created_at, updated_at) "
+            "VALUES ('Old', 'old@example.com', '2020-01-01 00:00:00', '2020-01-01 00:00:00')")
+
+    migrations.upgrade("0002")
+
+    with get_engine(fresh_app).connect() as connection:
+        assert connection.exec_driver_sql("SELECT version FROM users").scalar() == 1

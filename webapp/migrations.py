@@ -1,0 +1,43 @@
+"""Running the Alembic migrations in migrations/ against the app's engine."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from .db import get_engine
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def upgrade(revision: str = "head") -> None:
+    """Upgrade the current app's database to `revision`, in one transaction."""
+    _run(command.upgrade, revision)
+
+
+def downgrade(revision: str) -> None:
+    _run(command.downgrade, revision)
+
+
+def current() -> str | None:
+    """The database's revision, or None for an empty database."""
+    with get_engine().connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head() -> str:
+    """The newest revision in migrations/."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def _config() -> Config:
+    return Config(str(ALEMBIC_INI))
+
+
+def _run(action, revision: str) -> None:
+    config = _config()
+    with get_engine().begin() as connection:
+        config.attributes["connection"] = connection  # env.py uses it as is
+        action(config, revision)
