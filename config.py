@@ -45,7 +45,7 @@ class Config:
     DB_POOL_RECYCLE = 1800  # seconds before a PostgreSQL connection is replaced
     DB_CONNECT_TIMEOUT = 5  # seconds to establish a PostgreSQL connection
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
-    MAX_CONTENT_LENGTH = 1024 * 1024
+    MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False

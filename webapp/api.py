@@ -5,11 +5,13 @@ honour If-Match (412 when stale); reads honour If-None-Match (304).
 """
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
-from . import audit, users
+from . import audit, exports, imports, users
+from .errors import problem
 from .models import User
-from .schemas import audit_entry_schema, list_args_schema, page_args_schema, user_schema
+from .schemas import (audit_entry_schema, import_args_schema, import_report_schema, list_args_schema,
+                      page_args_schema, search_args_schema, user_schema)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -89,3 +91,30 @@ def user_history(user_id: int) -> Response:
     if total == 0:
         raise NotFound(f"There is no history for a user with id {user_id}.")
     return jsonify(items=audit_entry_schema.dump(entries, many=True), total=total, **args)
+
+
+@bp.get("/users.csv")
+def export_users() -> Response:
+    """Every user matching `q`, as a streamed CSV file."""
+    return exports.csv_response(**search_args_schema.load(request.args))
+
+
+@bp.post("/users/import")
+def import_users() -> Response:
+    """Bulk create from a text/csv body or a JSON array; ?mode=atomic (default) or partial."""
+    mode = import_args_schema.load(request.args)["mode"]
+    if request.mimetype == "text/csv":
+        rows = imports.read_csv(request.stream)
+    elif request.is_json:
+        rows = imports.read_json(request.get_json())
+    else:
+        raise UnsupportedMediaType("Send a CSV file as text/csv, or a JSON array as application/json.")
+    report = imports.import_users(rows, mode)
+    body = import_report_schema.dump(report)
+    if report.created == 0 and report.rejected_count:
+        detail = ("Nothing was imported: every row must be valid and new in an atomic import."
+                  if report.refused else "Nothing was imported: every row was rejected.")
+        return problem(422, detail, **body)
+    response = jsonify(body)
+    response.status_code = 201 if report.created else 200
+    return response

@@ -1,18 +1,22 @@
-"""Flask CLI commands: `db upgrade|downgrade|current`, `init-db`, `seed-users N`.
+"""Flask CLI commands: `db upgrade|downgrade|current`, `init-db`, `seed-users N`,
+`import-users FILE`.
 
 Each command runs inside an application context (with_appcontext, also under the
 test runner), so the same teardown that ends a request's session ends theirs.
 """
 
+import os
 import random
 import secrets
+import stat
+import sys
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import insert
 
-from . import audit, migrations
+from . import audit, imports, migrations
 from .db import Session
 from .models import User
 
@@ -30,6 +34,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db)
     app.cli.add_command(init_db)
     app.cli.add_command(seed_users)
+    app.cli.add_command(import_users)
 
 
 @db.command("upgrade")
@@ -83,3 +88,45 @@ def fake_user() -> dict[str, str]:
     first, last = random.choice(FIRST_NAMES), random.choice(LAST_NAMES)
     # 64 random bits keep the unique email index happy across any number of runs.
     return {"name": f"{first} {last}", "email": f"{first}.{last}.{secrets.token_hex(8)}@example.com".lower()}
+
+
+@click.command("import-users")
+@click.argument("file", type=click.File("rb"))
+@click.option("--mode", type=click.Choice(imports.MODES), default="atomic", show_default=True,
+              help="atomic: nothing is written unless every row is valid and new. "
+                   "partial: valid rows are written, the others reported.")
+@with_appcontext
+def import_users(file, mode: str) -> None:
+    """Import users from a CSV FILE (header: name,email) of any size; - reads stdin.
+
+    Exits with status 1 when rows were rejected, 2 when the file is unreadable.
+    """
+    size = _regular_file_size(file)
+    with click.progressbar(length=size or 1, label="Importing", file=sys.stderr,
+                           show_pos=False, hidden=size is None) as bar:
+
+        def progress(report: imports.ImportReport) -> None:
+            if size:
+                bar.update(file.tell() - bar.pos)
+
+        try:
+            report = imports.import_users(imports.read_csv(file), mode, on_batch=progress)
+        except imports.ImportFileError as error:
+            click.echo(f"\nError: {error.description} Nothing was imported.", err=True)
+            sys.exit(2)
+    verdict = "nothing imported (atomic mode)" if report.refused else f"{report.created} created"
+    click.echo(f"{verdict}, {report.rejected_count} rejected.")
+    for rejection in report.rejected[:20]:
+        click.echo(f"  line {rejection.line}: {rejection.field}: {rejection.message}", err=True)
+    if report.rejected_count > 20:
+        click.echo(f"  ... and {report.rejected_count - 20} more.", err=True)
+    if report.rejected_count:
+        sys.exit(1)
+
+
+def _regular_file_size(file) -> int | None:
+    try:
+        info = os.fstat(file.fileno())
+    except (OSError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None

@@ -8,10 +8,16 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
-from . import audit, users
-from .schemas import list_args_schema, page_args_schema, user_form_schema, user_schema
+from . import audit, exports, imports, users
+from .errors import error_response
+from .schemas import (import_args_schema, list_args_schema, page_args_schema, search_args_schema,
+                      user_form_schema, user_schema)
+
+# The upload form lists this many rejected rows; the rest are counted.
+REJECTIONS_SHOWN = 50
 
 bp = Blueprint("pages", __name__)
 
@@ -25,6 +31,41 @@ def index() -> Response:
 def list_users() -> str:
     args = list_args_schema.load(request.args)
     return render_template("users/list.html", page=users.list_users(**args), q=args["q"])
+
+
+@bp.get("/users.csv")
+def export_users() -> Response:
+    return exports.csv_response(**search_args_schema.load(request.args))
+
+
+@bp.get("/users/import")
+def import_form() -> str:
+    return render_template("users/import.html", mode="atomic", error=None)
+
+
+@bp.post("/users/import")
+def import_users() -> tuple[str, int]:
+    mode = import_args_schema.load({"mode": request.form.get("mode", "atomic")})["mode"]
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return render_template("users/import.html", mode=mode, error="Choose a CSV file to import."), 422
+    try:
+        report = imports.import_users(imports.read_csv(upload.stream), mode)
+    except imports.ImportFileError as error:
+        return render_template("users/import.html", mode=mode, error=error.description), 422
+    status = 201 if report.created else (422 if report.rejected_count else 200)
+    return render_template("users/import.html", mode=mode, error=None, report=report,
+                           shown=report.rejected[:REJECTIONS_SHOWN]), status
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(error: RequestEntityTooLarge):
+    """An oversized upload gets the form back with a message; anything else the error page."""
+    if request.endpoint != "pages.import_users":
+        return error_response(error)
+    limit = f"{request.max_content_length / 1024 / 1024:g} MiB"
+    message = f"The file is larger than {limit}. Import it with `flask --app wsgi import-users FILE`."
+    return render_template("users/import.html", mode="atomic", error=message), 413
 
 
 @bp.get("/users/new")

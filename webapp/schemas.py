@@ -88,14 +88,52 @@ class PageArgsSchema(Schema):
         return data
 
 
-class ListArgsSchema(PageArgsSchema):
-    """Query arguments of a user list."""
+class SearchArgsSchema(Schema):
+    """The search of a user list or export."""
+
+    class Meta:
+        unknown = EXCLUDE
 
     q = TrimmedString(load_default="", validate=validate.Length(max=100))
+
+
+class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
+    """Query arguments of a user list."""
+
+
+IMPORT_MODES = ("atomic", "partial")
+
+
+class ImportArgsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    mode = fields.String(load_default="atomic", validate=validate.OneOf(IMPORT_MODES))
+
+
+class RejectionSchema(Schema):
+    class Meta:
+        ordered = True
+
+    line = fields.Integer()
+    field = fields.String()
+    message = fields.String()
+
+
+class ImportReportSchema(Schema):
+    class Meta:
+        ordered = True
+
+    created = fields.Integer()
+    rejected = fields.List(fields.Nested(RejectionSchema))
+    rejected_count = fields.Integer()
 
 
 user_schema = UserSchema()
 user_form_schema = UserFormSchema()
 audit_entry_schema = AuditEntrySchema()
 page_args_schema = PageArgsSchema()
+search_args_schema = SearchArgsSchema()
 list_args_schema = ListArgsSchema()
+import_args_schema = ImportArgsSchema()
+import_report_schema = ImportReportSchema()

@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
@@ -57,13 +57,18 @@ class Page:
 
 def list_users(page: int, per_page: int, q: str = "") -> Page:
     """One page of users in id order, optionally filtered by a name or email fragment."""
-    query = select(User)
-    if q:
-        query = query.where(or_(User.name.icontains(q, autoescape=True), User.email.icontains(q, autoescape=True)))
+    query = matching(select(User), q)
     session = Session()
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     items = session.scalars(query.order_by(User.id).limit(per_page).offset((page - 1) * per_page)).all()
     return Page(items=list(items), page=page, per_page=per_page, total=total or 0)
+
+
+def matching(query: Select, q: str) -> Select:
+    """`query` narrowed to users whose name or email contains `q`, case-insensitively."""
+    if not q:
+        return query
+    return query.where(or_(User.name.icontains(q, autoescape=True), User.email.icontains(q, autoescape=True)))
 
 
 def get_user(user_id: int, for_update: bool = False) -> User:

@@ -1,0 +1,263 @@
+"""Bulk import: three front doors (form, API, CLI), one code path, nothing half-written."""
+
+import io
+
+import pytest
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
+
+from conftest import add_users, stored_users, user_count
+from test_api import assert_problem
+from test_audit import audit_rows
+
+HEADER = "name,email\n"
+
+
+def csv_body(*rows: str, header: str = HEADER) -> bytes:
+    return (header + "".join(row + "\n" for row in rows)).encode()
+
+
+def post_csv(client, body: bytes, mode: str | None = None):
+    query = f"?mode={mode}" if mode else ""
+    return client.post(f"/api/users/import{query}", data=body, content_type="text/csv")
+
+
+# -- the API ----------------------------------------------------------------------------
+
+
+def test_a_valid_csv_is_imported_with_201_and_a_report(client):
+    response = post_csv(client, csv_body("Ada,ADA@example.com", " Alan , alan@example.com"))
+
+    assert response.status_code == 201
+    assert response.get_json() == {"created": 2, "rejected": [], "rejected_count": 0}
+    assert stored_users() == [("Ada", "ada@example.com"), ("Alan", "alan@example.com")]
+
+
+def test_columns_may_come_in_any_order_and_a_bom_is_accepted(client):
+    body = "\ufeffemail,name\r\nada@example.com,Ada\r\n".encode()
+
+    assert post_csv(client, body).status_code == 201
+    assert stored_users() == [("Ada", "ada@example.com")]
+
+
+def test_an_atomic_import_with_one_bad_row_writes_nothing_and_reports_every_error(client):
+    response = post_csv(client, csv_body("Ada,ada@example.com", ",nameless@example.com", "Bad,not-an-email",
+                                         "Ada again,ada@example.com"))
+
+    problem = assert_problem(response, 422)
+    assert problem["created"] == 0 and problem["rejected_count"] == 3
+    assert [(r["line"], r["field"]) for r in problem["rejected"]] == [(3, "name"), (4, "email"), (5, "email")]
+    assert "Duplicate of line 2" in problem["rejected"][2]["message"]
+    assert user_count() == 0
+
+
+def test_a_partial_import_writes_the_valid_rows_and_reports_the_rest_by_line(client):
+    add_users(("Stored", "stored@example.com"))
+
+    response = post_csv(client, csv_body("Ada,ada@example.com", "Bad,not-an-email", "Dup,STORED@example.com",
+                                         "Alan,alan@example.com", "Ada twice,ada@example.com"), mode="partial")
+
+    assert response.status_code == 201
+    report = response.get_json()
+    assert report["created"] == 2
+    assert [(r["line"], r["field"]) for r in report["rejected"]] == [(3, "email"), (4, "email"), (6, "email")]
+    assert "already exists" in report["rejected"][1]["message"]
+    assert [email for _, email in stored_users()] == ["stored@example.com", "ada@example.com", "alan@example.com"]
+
+
+def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
+    from webapp import imports
+
+    rows = [f"User {n},user{n}@example.com" for n in range(5)] + ["Again,user1@example.com"]
+    with app.test_request_context():
+        report = imports.import_users(imports.read_csv(io.BytesIO(csv_body(*rows))), "partial", batch_size=2)
+
+    assert report.created == 5
+    assert [(r.line, r.field) for r in report.rejected] == [(7, "email")]
+
+
+def test_a_line_with_extra_columns_is_rejected_with_a_clear_message(client):
+    response = post_csv(client, csv_body("Ada,ada@example.com,admin", "Alan,alan@example.com"), mode="partial")
+
+    report = response.get_json()
+    assert response.status_code == 201 and report["created"] == 1
+    assert report["rejected"] == [{"line": 2, "field": "_row",
+                                   "message": "Expected 2 columns (name, email), found 3."}]
+
+
+def test_a_json_array_goes_through_the_same_path(client):
+    users = [{"name": "Ada", "email": "ada@example.com"}, {"name": "Bad", "email": "nope"}, "not an object"]
+
+    response = client.post("/api/users/import?mode=partial", json=users)
+
+    report = response.get_json()
+    assert response.status_code == 201 and report["created"] == 1
+    assert [(r["line"], r["field"]) for r in report["rejected"]] == [(2, "email"), (3, "_schema")]
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"", "empty"),
+    (b"name\nAda\n", "missing email"),
+    (b"name,email,role\nAda,ada@example.com,admin\n", "unexpected 'role'"),
+    (b"name,email,email\n", "repeated"),
+    ("name,email\nJos\u00e9,jose@example.com\n".encode("latin-1"), "not UTF-8"),
+    (b"name,email\n" + b"x" * 200_000 + b",big@example.com\n", "Line 2: field larger than field limit"),
+])
+def test_an_unreadable_file_is_422_naming_the_problem_and_writes_nothing(client, body, message):
+    for mode in ("atomic", "partial"):
+        problem = assert_problem(post_csv(client, body, mode), 422)
+        assert message in problem["errors"]["file"][0]
+    assert user_count() == 0
+
+
+def test_a_bad_line_deep_in_a_file_rolls_back_the_batches_before_it(client):
+    rows = [f"User {n},user{n}@example.com" for n in range(2500)]
+    body = csv_body(*rows) + "Jos\u00e9,jose@example.com\n".encode("latin-1")
+
+    assert_problem(post_csv(client, body, mode="partial"), 422)
+    assert user_count() == 0
+
+
+def test_a_header_only_file_imports_nothing_with_200(client):
+    response = post_csv(client, csv_body())
+
+    assert response.status_code == 200 and response.get_json()["created"] == 0
+
+
+@pytest.mark.parametrize("query", ["mode=all", "mode="])
+def test_an_unknown_mode_is_422(client, query):
+    assert_problem(client.post(f"/api/users/import?{query}", data=csv_body(), content_type="text/csv"), 422)
+
+
+def test_a_body_that_is_neither_csv_nor_json_is_415(client):
+    assert_problem(client.post("/api/users/import", data=b"name,email\n", content_type="text/plain"), 415)
+
+
+def test_an_upload_over_the_size_limit_is_413_problem(app, client):
+    body = csv_body(*["x" * 60 + ",x@example.com"] * (app.config["MAX_CONTENT_LENGTH"] // 70 + 10))
+
+    assert_problem(post_csv(client, body), 413)
+    assert user_count() == 0
+
+
+def test_imported_users_have_history(client):
+    post_csv(client, csv_body("Ada,ada@example.com"))
+
+    assert [(action, changes) for _, action, changes in audit_rows()] == [
+        ("insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"]})]
+
+
+def test_a_refused_atomic_import_leaves_no_history(client):
+    post_csv(client, csv_body("Ada,ada@example.com", "Bad,nope"))
+
+    assert audit_rows() == []
+
+
+# -- the form --------------------------------------------------------------------------
+
+
+def upload(forms, body: bytes, mode: str = "atomic"):
+    return forms.post("/users/import", {"file": (io.BytesIO(body), "users.csv"), "mode": mode},
+                      page="/users/import", content_type="multipart/form-data")
+
+
+def test_the_import_form_has_a_file_input_a_mode_choice_and_a_csrf_token(client, forms):
+    page = client.get("/users/import")
+
+    assert page.status_code == 200
+    assert 'enctype="multipart/form-data"' in page.text and 'type="file"' in page.text
+    assert 'value="atomic" checked' in page.text and 'value="partial"' in page.text
+    assert "csrf_token" in forms.hidden("/users/import")
+
+
+def test_uploading_a_file_shows_the_counts(client, forms):
+    page = upload(forms, csv_body("Ada,ada@example.com", "Alan,alan@example.com"))
+
+    assert page.status_code == 201
+    assert "2 created, 0 rejected." in page.text
+    assert user_count() == 2
+
+
+def test_a_refused_upload_shows_the_errors_with_their_line_numbers(client, forms):
+    page = upload(forms, csv_body("Ada,ada@example.com", "Bad,nope"))
+
+    assert page.status_code == 422
+    assert "Nothing imported" in page.text and "0 created, 1 rejected." in page.text
+    assert "<td>3</td><td>email</td><td>Not a valid email address.</td>" in page.text
+    assert user_count() == 0
+
+
+def test_a_partial_upload_writes_the_valid_rows(client, forms):
+    page = upload(forms, csv_body("Ada,ada@example.com", "Bad,nope"), mode="partial")
+
+    assert page.status_code == 201 and "1 created, 1 rejected." in page.text
+    assert stored_users() == [("Ada", "ada@example.com")]
+
+
+def test_an_unreadable_upload_re_renders_the_form_with_the_problem(client, forms):
+    page = upload(forms, b"nope\n")
+
+    assert page.status_code == 422
+    assert 'id="file-error"' in page.text and "missing name, email" in page.text
+
+
+def test_an_upload_without_a_file_asks_for_one(client, forms):
+    page = forms.post("/users/import", {"mode": "atomic"}, page="/users/import")
+
+    assert page.status_code == 422 and "Choose a CSV file" in page.text
+
+
+def test_an_oversized_upload_gets_the_form_back_with_a_message(app, client, forms):
+    # Encoded in memory: the test client would spool a body this big to a temporary
+    # file that nobody closes once the app refuses to read it.
+    oversized = FileStorage(io.BytesIO(b"x" * (app.config["MAX_CONTENT_LENGTH"] + 1)), filename="users.csv")
+    boundary, body = encode_multipart({**forms.hidden("/users/import"), "mode": "atomic", "file": oversized})
+
+    page = client.post("/users/import", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+
+    assert page.status_code == 413
+    assert "larger than" in page.text and "import-users" in page.text
+
+
+def test_an_upload_without_a_csrf_token_is_400(client):
+    response = client.post("/users/import", data={"file": (io.BytesIO(csv_body("A,a@example.com")), "u.csv")},
+                           content_type="multipart/form-data")
+
+    assert response.status_code == 400 and user_count() == 0
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def test_the_cli_imports_a_file_and_prints_a_summary(runner, committing, tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_bytes(csv_body(*[f"User {n},user{n}@example.com" for n in range(2500)]))
+
+    result = runner.invoke(args=["import-users", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert "2500 created, 0 rejected." in result.output
+    assert user_count() == 2500
+
+
+def test_the_cli_exits_non_zero_when_rows_were_rejected(runner, committing, tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_bytes(csv_body("Ada,ada@example.com", "Bad,nope"))
+
+    atomic = runner.invoke(args=["import-users", str(path)])
+    partial = runner.invoke(args=["import-users", "--mode", "partial", str(path)])
+
+    assert atomic.exit_code == 1 and "nothing imported" in atomic.output
+    assert partial.exit_code == 1 and "1 created, 1 rejected." in partial.output
+    assert "line 3: email: Not a valid email address." in partial.output
+    assert stored_users() == [("Ada", "ada@example.com")]
+
+
+def test_the_cli_refuses_an_unreadable_file_with_status_2(runner, committing, tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"")
+
+    result = runner.invoke(args=["import-users", str(path)])
+
+    assert result.exit_code == 2 and "empty" in result.output
+    assert user_count() == 0
