@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-.PHONY: run test lint upgrade clean
+.PHONY: run test lint upgrade bench-import clean
 
 run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn on http://127.0.0.1:$(PORT)
 	$(BIN)/flask --app wsgi db upgrade
@@ -16,6 +16,9 @@ test: $(VENV)/.dev ## set up and run the tests (PostgreSQL too when TEST_DATABAS
 
 lint: $(VENV)/.dev ## lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
+
+bench-import: $(VENV)/.runtime ## import 100k rows on PostgreSQL beside COPY and a naive loop; peak memory on 1M
+	$(BIN)/python bench/import_bench.py
 
 upgrade: $(VENV)/.runtime ## migrate the schema to head
 	$(BIN)/flask --app wsgi db upgrade

@@ -24,8 +24,6 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 
 from . import request_id
 
-log = logging.getLogger(__name__)
-
 # The thread-local registry. Calling Session() returns this thread's session,
 # creating it on first use; Session.remove() closes it and forgets it.
 # expire_on_commit=False lets a view serialize what it just committed without
@@ -100,14 +98,24 @@ def _log_session_events() -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
         events_log.addHandler(handler)
-    for event_name, label in (("after_begin", "begin"), ("after_commit", "commit"),
-                              ("after_rollback", "rollback")):
-        listener = _LISTENERS.setdefault(event_name, lambda *args, _label=label: _event(_label))
+    for event_name, listener in _SESSION_EVENTS.items():
         if not event.contains(Session, event_name, listener):
             event.listen(Session, event_name, listener)
 
 
-_LISTENERS: dict[str, Any] = {}
+def _began(*args: Any) -> None:
+    _event("begin")
+
+
+def _committed(*args: Any) -> None:
+    _event("commit")
+
+
+def _rolled_back(*args: Any) -> None:
+    _event("rollback")
+
+
+_SESSION_EVENTS = {"after_begin": _began, "after_commit": _committed, "after_rollback": _rolled_back}
 
 
 # -- engine -----------------------------------------------------------------------

@@ -217,5 +217,8 @@ def _insert_rows(rows: list[dict[str, Any]]) -> None:
     """One multi-row INSERT ... RETURNING, and the audit rows the unit of work would
     have written (a Core insert bypasses its flush listener)."""
     session = Session()
-    inserted = session.execute(insert(User).returning(User.id, User.name, User.email), rows)
+    # The table, not the mapped class: a plain Core executemany, without the ORM's
+    # bulk-insert bookkeeping, which this path does not need.
+    users = User.__table__
+    inserted = session.connection().execute(insert(users).returning(users.c.id, users.c.name, users.c.email), rows)
     audit.record_inserts(session, inserted.mappings().all())

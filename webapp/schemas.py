@@ -5,17 +5,21 @@ dumped through it. Fields the server sets are dump_only, so a client that sends
 them gets "Unknown field." like any other stray key.
 """
 
-import unicodedata
+import re
 from typing import Any
 
 from flask import current_app
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 
+# Unicode category Cc: the C0 controls, DEL and the C1 controls.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _printable(text: str) -> str:
     # Control characters have no place in a name or a search, and PostgreSQL
     # cannot store NUL at all: refuse them here rather than fail in the driver.
-    if any(unicodedata.category(char) == "Cc" for char in text):
+    if _CONTROL_CHARACTERS.search(text):
         raise ValidationError("Must not contain control characters.")
     return text
 

@@ -1,0 +1,177 @@
+"""Bulk import benchmark: our import path beside COPY and beside a naive ORM loop.
+
+    make bench-import            (BENCH_DATABASE_URL picks the PostgreSQL server)
+
+Runs in scratch databases created on that server and dropped afterwards. Prints
+rows/s for 100k rows through webapp.imports (the code path of the form, the API
+and the CLI), for COPY ... FROM STDIN of the same rows, and for one ORM add and
+commit per row (measured on fewer rows: it is slow); then the peak memory of
+`flask import-users` on a file of 1M rows.
+"""
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine  # noqa: E402
+
+from webapp import create_app, imports, migrations  # noqa: E402
+from webapp.db import Session, get_engine, with_shipped_driver  # noqa: E402
+from webapp.models import User  # noqa: E402
+
+SERVER = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def scratch_database():
+    server = create_engine(with_shipped_driver(SERVER), isolation_level="AUTOCOMMIT")
+    name = f"bench_import_{secrets.token_hex(4)}"
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.dispose()
+
+
+def write_csv(path: Path, rows: int) -> None:
+    with path.open("w") as file:
+        file.write("name,email\n")
+        for n in range(rows):
+            file.write(f"User {n},user{n}@example.com\n")
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def our_import(app, path: Path) -> float:
+    with app.app_context():
+        def run():
+            with path.open("rb") as file:
+                report = imports.import_users(imports.read_csv(file), "atomic")
+            assert report.created > 0 and not report.rejected_count, report
+        return timed(run)
+
+
+def copy(app, path: Path) -> float:
+    now = datetime.now(UTC).isoformat()
+
+    def run():
+        raw = get_engine(app).raw_connection()
+        try:
+            with path.open() as source, raw.cursor() as cursor:
+                next(source)  # header
+                rows = (f"{line.rstrip()},{now},{now}\n" for line in source)
+                cursor.copy_expert("COPY users (name, email, created_at, updated_at) FROM STDIN WITH (FORMAT csv)",
+                                   _Lines(rows))
+            raw.commit()
+        finally:
+            raw.close()
+    return timed(run)
+
+
+class _Lines:
+    """A file-like object over an iterator of lines, for copy_expert."""
+
+    def __init__(self, lines):
+        self.lines = lines
+
+    def read(self, size=-1):
+        return next(self.lines, "")
+
+    readline = read
+
+
+def naive(app, rows: int) -> float:
+    with app.app_context():
+        def run():
+            session = Session()
+            for n in range(rows):
+                session.add(User(name=f"Naive {n}", email=f"naive{n}@example.com"))
+                session.commit()
+            Session.remove()
+        return timed(run)
+
+
+def empty(app) -> None:
+    with get_engine(app).begin() as connection:
+        connection.exec_driver_sql("TRUNCATE users, audit_log")
+
+
+def peak_memory_mb(url: str, path: Path) -> float:
+    """Peak RSS of `flask import-users FILE` in a process of its own."""
+    env = {**os.environ, "DATABASE_URL": url, "APP_ENV": "development"}
+    process = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "import-users", str(path)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    output = process.stdout.read().decode().strip()
+    if status != 0:
+        raise SystemExit(f"import-users failed: {output}")
+    print(f"  ({output})")
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--naive-rows", type=int, default=5_000)
+    parser.add_argument("--memory-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder, scratch_database() as url:
+        data = Path(folder) / "users.csv"
+        write_csv(data, args.rows)
+        app = create_app({"DATABASE_URL": url})
+        with app.app_context():
+            migrations.upgrade("head")
+
+        results = {}
+        for name, run in [("import", lambda: our_import(app, data)), ("copy", lambda: copy(app, data)),
+                          ("import", lambda: our_import(app, data)), ("copy", lambda: copy(app, data))]:
+            seconds = run()
+            empty(app)
+            results.setdefault(name, []).append(args.rows / seconds)
+        seconds = naive(app, args.naive_rows)
+        results["naive"] = [args.naive_rows / seconds]
+        empty(app)
+        get_engine(app).dispose()
+
+        best = {name: max(rates) for name, rates in results.items()}
+        print(f"PostgreSQL, {args.rows:,} rows (best of 2; naive loop on {args.naive_rows:,} rows)")
+        print(f"  webapp import  {best['import']:>10,.0f} rows/s")
+        print(f"  COPY           {best['copy']:>10,.0f} rows/s   import/COPY  = {best['import'] / best['copy']:.2f}"
+              "  (target >= 0.33)")
+        print(f"  naive ORM loop {best['naive']:>10,.0f} rows/s   import/naive = {best['import'] / best['naive']:.1f}"
+              "  (target >= 20)")
+
+        big = Path(folder) / "big.csv"
+        write_csv(big, args.memory_rows)
+        with scratch_database() as memory_url:
+            app = create_app({"DATABASE_URL": memory_url})
+            with app.app_context():
+                migrations.upgrade("head")
+            get_engine(app).dispose()
+            started = time.perf_counter()
+            peak = peak_memory_mb(memory_url, big)
+            elapsed = time.perf_counter() - started
+        print(f"  peak memory of import-users on {args.memory_rows:,} rows: {peak:.0f} MB "
+              f"(target < 200 MB), {args.memory_rows / elapsed:,.0f} rows/s end to end")
+
+
+if __name__ == "__main__":
+    main()
