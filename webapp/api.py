@@ -3,7 +3,7 @@
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from . import users
-from .schemas import list_args_schema, user_schema
+from .schemas import list_args_schema, user_page_schema, user_schema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -11,13 +11,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 @bp.get("/users")
 def list_users() -> Response:
     args = list_args_schema.load(request.args)
-    page = users.list_users(**args)
-    return jsonify(
-        items=user_schema.dump(page.items, many=True),
-        page=page.page,
-        per_page=page.per_page,
-        total=page.total,
-    )
+    return jsonify(user_page_schema.dump(users.list_users(**args)))
 
 
 @bp.post("/users")
