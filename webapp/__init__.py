@@ -5,7 +5,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import api, cli, db, errors, health, pages, settings
+from . import api, cli, db, errors, health, openapi, pages, settings
 from .routing import IdConverter
 
 csrf = CSRFProtect()
@@ -30,4 +30,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     return app
