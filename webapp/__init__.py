@@ -5,7 +5,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import api, cli, db, errors, health, openapi, pages, settings
+from . import api, cli, db, errors, health, openapi, pages, security, settings
 from .routing import IdConverter
 
 csrf = CSRFProtect()
@@ -21,6 +21,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     cli.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
 
     # The JSON API accepts only application/json bodies, which a cross-site form
     # cannot send without a CORS preflight we never grant; the pages need tokens.
