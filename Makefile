@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-.PHONY: run test lint upgrade bench-import clean
+.PHONY: run test lint browser upgrade bench-import clean
 
 run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn on http://127.0.0.1:$(PORT)
 	$(BIN)/flask --app wsgi db upgrade
@@ -13,6 +13,9 @@ run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn
 
 test: $(VENV)/.dev ## set up and run the tests (PostgreSQL too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+browser: ## install Debian's Chromium for the browser tests (as root; nothing to do when it is there)
+	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 lint: $(VENV)/.dev ## lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
@@ -24,7 +27,7 @@ upgrade: $(VENV)/.runtime ## migrate the schema to head
 	$(BIN)/flask --app wsgi db upgrade
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .hypothesis test-artifacts
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

@@ -49,6 +49,7 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
+    HSTS_SECONDS = 0  # Strict-Transport-Security max-age; 0 sends none
     DEFAULT_PER_PAGE = 20
     MAX_PER_PAGE = 100
 
@@ -60,7 +61,11 @@ class DevelopmentConfig(Config):
 class ProductionConfig(Config):
     """Behind TLS; SECRET_KEY must come from the environment."""
 
+    # Never debug in production, whatever FLASK_DEBUG says: a debug app lets
+    # exceptions through to the server instead of answering a generic 500.
+    DEBUG = False
     SESSION_COOKIE_SECURE = True
+    HSTS_SECONDS = 365 * 24 * 3600
 
 
 class TestingConfig(Config):

@@ -70,6 +70,25 @@ def test_unknown_routes_under_api_are_404_problem_not_html(client, path):
     assert_problem(client.get(path), 404)
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("user_id", ["0", "007", "2147483648", "99999999999999999999999"])
+def test_an_id_that_cannot_exist_is_404_whatever_the_method(client, method, user_id):
+    response = client.open(f"/api/users/{user_id}", method=method, json=ADA)
+
+    body = assert_problem(response, 404)
+    assert "Allow" not in response.headers
+    assert "no user with id" not in body["detail"]  # refused by routing, before any query
+    assert stored_users() == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+def test_the_largest_possible_id_reaches_the_view(client, method):
+    response = client.open("/api/users/2147483647", method=method, json=ADA)
+
+    body = assert_problem(response, 404)
+    assert body["detail"] == "There is no user with id 2147483647."
+
+
 def test_list_has_items_page_per_page_and_total(client):
     add_users(("Ada", "ada@example.com"), ("Alan", "alan@example.com"))
 

@@ -51,7 +51,7 @@ def test_a_write_with_a_stale_if_match_is_412_and_changes_nothing(client, method
     assert stored_users() == [("Ada King", "ada@example.com")]
 
 
-@pytest.mark.parametrize("if_match", ['"999.1"', '"garbage"', 'W/"{id}.1"'])
+@pytest.mark.parametrize("if_match", ['"999.1"', '"garbage"', 'W/"{id}.1"', '""', '"{id}."'])
 def test_an_if_match_for_another_user_or_a_weak_or_malformed_tag_never_matches(client, if_match):
     [user_id] = add_users(ADA)
 

@@ -185,6 +185,15 @@ def test_an_unknown_user_is_a_404_html_page(client, path):
     assert "<h1>Not Found</h1>" in page.text
 
 
+@pytest.mark.parametrize("path", ["/users/0/edit", "/users/2147483648/edit", "/users/2147483648/delete"])
+def test_posting_to_an_id_that_cannot_exist_is_a_404_page(client, forms, path):
+    page = forms.post(path, {"name": "Ada", "email": "ada@example.com"})
+
+    assert page.status_code == 404
+    assert page.mimetype == "text/html" and "<h1>Not Found</h1>" in page.text
+    assert user_count() == 0
+
+
 # -- edit ---------------------------------------------------------------------------
 
 

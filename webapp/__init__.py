@@ -5,7 +5,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import api, audit, cli, db, errors, health, pages, request_id, settings
+from . import api, audit, cli, db, errors, health, openapi, pages, request_id, security, settings
 from .routing import IdConverter
 
 csrf = CSRFProtect()
@@ -23,6 +23,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     request_id.init_app(app)
     cli.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
 
     # The JSON API accepts only application/json bodies, which a cross-site form
     # cannot send without a CORS preflight we never grant; the pages need tokens.
@@ -32,4 +33,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -10,8 +10,8 @@ from werkzeug.exceptions import NotFound, UnsupportedMediaType
 from . import audit, exports, imports, users
 from .errors import problem
 from .models import User
-from .schemas import (audit_entry_schema, import_args_schema, import_report_schema, list_args_schema,
-                      page_args_schema, search_args_schema, user_schema)
+from .schemas import (audit_page_schema, import_args_schema, import_report_schema, list_args_schema,
+                      page_args_schema, search_args_schema, user_page_schema, user_schema)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -34,7 +34,7 @@ def expected_versions(user_id: int) -> set[int] | None:
         return None
     versions = set()
     for tag in request.if_match.as_set():
-        tag_id, _, version = tag.partition(".")
+        tag_id, _, version = (tag or "").partition(".")  # werkzeug reads `If-Match: ""` as None
         if tag_id == str(user_id) and version.isdigit():
             versions.add(int(version))
     return versions
@@ -43,13 +43,7 @@ def expected_versions(user_id: int) -> set[int] | None:
 @bp.get("/users")
 def list_users() -> Response:
     args = list_args_schema.load(request.args)
-    page = users.list_users(**args)
-    return jsonify(
-        items=user_schema.dump(page.items, many=True),
-        page=page.page,
-        per_page=page.per_page,
-        total=page.total,
-    )
+    return jsonify(user_page_schema.dump(users.list_users(**args)))
 
 
 @bp.post("/users")
@@ -90,7 +84,7 @@ def user_history(user_id: int) -> Response:
     entries, total = audit.history(user_id, **args)
     if total == 0:
         raise NotFound(f"There is no history for a user with id {user_id}.")
-    return jsonify(items=audit_entry_schema.dump(entries, many=True), total=total, **args)
+    return jsonify(audit_page_schema.dump({"items": entries, "total": total, **args}))
 
 
 @bp.get("/users.csv")

@@ -8,8 +8,28 @@ from werkzeug.routing import IntegerConverter
 MAX_ID = 2**31 - 1
 
 
+def decimal_range_regex(limit: int) -> str:
+    """A regex for the decimal numbers 1..limit, without sign or leading zeros."""
+    digits = str(limit)
+    alternatives = [rf"[1-9]\d{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):
+        low, high = (1 if i == 0 else 0), int(digit) - 1
+        if high >= low:
+            rest = len(digits) - i - 1
+            alternatives.append(f"{digits[:i]}[{low}-{high}]" + (rf"\d{{{rest}}}" if rest else ""))
+    alternatives.append(digits)
+    return "(?:" + "|".join(alternatives) + ")"
+
+
 class IdConverter(IntegerConverter):
-    """`<id:name>`: a positive database id."""
+    """`<id:name>`: a positive database id.
+
+    The range is in the regex, not only in to_python: werkzeug checks the method
+    before converting, so PUT /users/0 would otherwise be a 405 (because GET
+    /users/<id> exists) rather than the 404 that GET /users/0 gets.
+    """
+
+    regex = decimal_range_regex(MAX_ID)
 
     def __init__(self, map, *args, **kwargs) -> None:
         super().__init__(map, min=1, max=MAX_ID)

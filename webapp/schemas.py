@@ -47,13 +47,15 @@ class UserSchema(Schema):
     name = TrimmedString(
         required=True,
         validate=validate.Length(min=1, max=100, error="Must be between 1 and 100 characters."),
+        metadata={"description": "Trimmed; no control characters."},
     )
     email = NormalizedEmail(
         required=True,
         validate=validate.Length(max=254, error="Must be at most 254 characters."),
+        metadata={"description": "Trimmed and stored lower-case; unique whatever its case."},
     )
-    created_at = fields.DateTime(dump_only=True, format="iso")
-    updated_at = fields.DateTime(dump_only=True, format="iso")
+    created_at = fields.DateTime(dump_only=True, format="iso", metadata={"description": "UTC."})
+    updated_at = fields.DateTime(dump_only=True, format="iso", metadata={"description": "UTC."})
 
 
 class UserFormSchema(UserSchema):
@@ -66,12 +68,12 @@ class AuditEntrySchema(Schema):
     class Meta:
         ordered = True
 
-    id = fields.Integer()
-    user_id = fields.Integer()
-    action = fields.String()
-    changes = fields.Dict()
-    at = fields.DateTime(format="iso")
-    request_id = fields.String(allow_none=True)
+    id = fields.Integer(required=True)
+    user_id = fields.Integer(required=True)
+    action = fields.String(required=True, validate=validate.OneOf(("insert", "update", "delete")))
+    changes = fields.Dict(required=True, metadata={"description": "{field: [old, new]}; null where absent."})
+    at = fields.DateTime(format="iso", required=True)
+    request_id = fields.String(required=True, allow_none=True)
 
 
 class PageArgsSchema(Schema):
@@ -82,13 +84,16 @@ class PageArgsSchema(Schema):
         unknown = EXCLUDE
 
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
-    per_page = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    per_page = fields.Integer(
+        load_default=lambda: current_app.config["DEFAULT_PER_PAGE"],
+        validate=validate.Range(min=1),
+        metadata={"description": "Items per page: 20 unless given, at most 100 (more asks get 100)."},
+    )
 
     @post_load
     def cap_per_page(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         # Asking for more than the cap gets the cap, as the response's per_page says.
-        config = current_app.config
-        data["per_page"] = min(data["per_page"] or config["DEFAULT_PER_PAGE"], config["MAX_PER_PAGE"])
+        data["per_page"] = min(data["per_page"], current_app.config["MAX_PER_PAGE"])
         return data
 
 
@@ -98,7 +103,11 @@ class SearchArgsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    q = TrimmedString(load_default="", validate=validate.Length(max=100))
+    q = TrimmedString(
+        load_default="",
+        validate=validate.Length(max=100),
+        metadata={"description": "A case-insensitive fragment of the name or the email; % and _ are literal."},
+    )
 
 
 class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
@@ -119,18 +128,69 @@ class RejectionSchema(Schema):
     class Meta:
         ordered = True
 
-    line = fields.Integer()
-    field = fields.String()
-    message = fields.String()
+    line = fields.Integer(required=True, metadata={"description": "The CSV line, or the JSON item from 1."})
+    field = fields.String(required=True, metadata={"description": "_row: the line as a whole."})
+    message = fields.String(required=True)
 
 
 class ImportReportSchema(Schema):
     class Meta:
         ordered = True
 
+    created = fields.Integer(required=True)
+    rejected = fields.List(fields.Nested(RejectionSchema), required=True,
+                           metadata={"description": "At most 10,000 rows, by line."})
+    rejected_count = fields.Integer(required=True, metadata={"description": "Every rejected row."})
+
+
+class UserPageSchema(Schema):
+    """One page of a user list (a users.Page)."""
+
+    class Meta:
+        ordered = True
+
+    items = fields.List(fields.Nested(UserSchema), required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True, metadata={"description": "The page size used, after the cap."})
+    total = fields.Integer(required=True, metadata={"description": "Users matching, on every page."})
+
+
+class ProblemSchema(Schema):
+    """An RFC 9457 problem, the body of every error of the API (built in errors.py)."""
+
+    class Meta:
+        ordered = True
+
+    type = fields.String(required=True, metadata={"description": "Always about:blank: the status says it all."})
+    title = fields.String(required=True, metadata={"description": "The HTTP status phrase."})
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Messages per field (422, 409); _schema for the body as a whole."},
+    )
+
+
+class ImportProblemSchema(ProblemSchema):
+    """A refused import: the problem, with the import's report beside it when rows were
+    rejected (an unreadable file has `errors.file` instead)."""
+
     created = fields.Integer()
     rejected = fields.List(fields.Nested(RejectionSchema))
     rejected_count = fields.Integer()
+
+
+class AuditPageSchema(Schema):
+    """One page of a user's history, newest first."""
+
+    class Meta:
+        ordered = True
+
+    items = fields.List(fields.Nested(AuditEntrySchema), required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    total = fields.Integer(required=True)
 
 
 user_schema = UserSchema()
@@ -141,3 +201,5 @@ search_args_schema = SearchArgsSchema()
 list_args_schema = ListArgsSchema()
 import_args_schema = ImportArgsSchema()
 import_report_schema = ImportReportSchema()
+user_page_schema = UserPageSchema()
+audit_page_schema = AuditPageSchema()
