@@ -7,6 +7,9 @@ SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
   the right tool for testing what endpoints do.
 * `committing_client` lets requests really commit, on a table emptied before and
   after: the tool for testing transactions, races and the session lifecycle.
+
+The real server (gunicorn, see server.py) is `serve`/`live_server`; `pg_cluster` is
+a throwaway PostgreSQL of the tests' own, for stopping and starting under load.
 """
 
 import os
@@ -18,6 +21,8 @@ from sqlalchemy import create_engine, delete, func, select
 
 os.environ["APP_ENV"] = "testing"
 
+import pg_cluster as pg  # noqa: E402
+from server import Server  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
 from webapp.db import with_shipped_driver  # noqa: E402
@@ -127,6 +132,59 @@ def committing_client(app, committing):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+# -- the real server and a database of our own ---------------------------------------
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start real gunicorns: `serve(database_url, **env)`. Each is stopped with SIGTERM
+    after the test and must exit cleanly."""
+    servers = []
+
+    def start(database_url, **env):
+        server = Server(database_url, tmp_path, **env)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(serve, database_url, committing):
+    """The real server on the test database, with an empty users table."""
+    return serve(database_url)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A running PostgreSQL cluster of this test run's own (initdb, pg_ctl)."""
+    bindir = pg.bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (pg_config --bindir)")
+    cluster = pg.Cluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def cluster_database(pg_cluster):
+    """A fresh database with the schema, in the throwaway cluster, started if a test stopped it."""
+    if not pg_cluster.is_running():
+        pg_cluster.start()
+    url = pg_cluster.create_database(f"app_{secrets.token_hex(4)}")
+    engine = create_engine(url)
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 # -- helpers for tests ------------------------------------------------------------

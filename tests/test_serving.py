@@ -4,21 +4,13 @@ import os
 import re
 import runpy
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-import json
 
 import pytest
 
 from conftest import stored_users
-
-ROOT = Path(__file__).parents[1]
+from server import ROOT
 
 
 def gunicorn_settings(monkeypatch, **env):
@@ -50,59 +42,21 @@ def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatc
 # -- the real server ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def call(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
 @pytest.fixture(params=[False, True], ids=["forked-app", "preloaded-app"])
-def gunicorn(request, database_url, committing):
-    """gunicorn -c gunicorn.conf.py wsgi:app, 2 workers x 2 threads, on a free port."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2",
-           "DATABASE_URL": database_url, "APP_ENV": "testing",
-           "GUNICORN_PRELOAD": "1" if request.param else "0"}
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if call("GET", base + "/healthz")[0] == 200:
-                break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail("gunicorn did not become healthy:\n" + server.communicate()[0])
-        time.sleep(0.1)
-    yield base
-    server.send_signal(signal.SIGTERM)
-    output = server.communicate(timeout=30)[0]
-    assert server.returncode == 0, output
-    assert "Traceback" not in output, output
+def gunicorn(request, serve, database_url, committing):
+    """The real server, the app loaded in each worker or preloaded in the master."""
+    return serve(database_url, GUNICORN_PRELOAD="1" if request.param else "0")
 
 
 def test_the_real_server_serves_the_api_from_every_worker(gunicorn):
-    created = [call("POST", gunicorn + "/api/users", {"name": f"G{n}", "email": f"g{n}@example.com"})
-               for n in range(20)]
-    assert [status for status, _ in created] == [201] * 20
+    created = [gunicorn.post("/api/users", {"name": f"G{n}", "email": f"g{n}@example.com"}) for n in range(20)]
+    assert [reply.status for reply in created] == [201] * 20
 
-    for _, user in created:
-        assert call("GET", f"{gunicorn}/api/users/{user['id']}") == (200, user)
-    assert call("POST", gunicorn + "/api/users", {"name": "Dup", "email": "g0@example.com"})[0] == 409
+    for reply in created:
+        user = reply.json()
+        fetched = gunicorn.get(f"/api/users/{user['id']}")
+        assert (fetched.status, fetched.json()) == (200, user)
+    assert gunicorn.post("/api/users", {"name": "Dup", "email": "g0@example.com"}).status == 409
     assert len(stored_users()) == 20
 
 
