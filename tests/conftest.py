@@ -12,12 +12,14 @@ The real server (gunicorn, see server.py) is `serve`/`live_server`; `pg_cluster`
 a throwaway PostgreSQL of the tests' own, for stopping and starting under load.
 """
 
+import contextlib
 import os
 import re
 import secrets
+import sqlite3
 
 import pytest
-from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy import create_engine, delete, func, make_url, select
 
 os.environ["APP_ENV"] = "testing"
 
@@ -214,6 +216,47 @@ def add_users(*pairs: tuple[str, str]) -> list[int]:
     ids = [user.id for user in users]
     Session.remove()
     return ids
+
+
+@contextlib.contextmanager
+def users_table_held(database_url: str):
+    """Hold a lock on the users table from a connection of our own, so that requests
+    touching it wait: on PostgreSQL every request (ACCESS EXCLUSIVE), on SQLite
+    every writer (the write lock; WAL readers go on reading)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        connection = sqlite3.connect(url.database, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("ROLLBACK")
+            connection.close()
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                connection.rollback()
+    finally:
+        engine.dispose()
+
+
+def app_backends(database_url: str) -> list[dict]:
+    """The app's connections to this PostgreSQL database, as pg_stat_activity sees them."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT pid, state, wait_event_type FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'webapp' "
+                "AND pid <> pg_backend_pid()").mappings().all()
+    finally:
+        engine.dispose()
+    return [dict(row) for row in rows]
 
 
 class Forms:

@@ -121,8 +121,18 @@ def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
         options["connect_args"] = {
             "connect_timeout": config["DB_CONNECT_TIMEOUT"],
             "application_name": "webapp",
+            # Stuck work ends on the server's side, whatever the client does.
+            "options": " ".join([
+                f"-c statement_timeout={_milliseconds(config['DB_STATEMENT_TIMEOUT'])}",
+                f"-c idle_in_transaction_session_timeout="
+                f"{_milliseconds(config['DB_IDLE_IN_TRANSACTION_TIMEOUT'])}",
+            ]),
         }
     return options
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Engine:
