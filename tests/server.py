@@ -62,18 +62,19 @@ def call(method: str, url: str, body=None, headers=None, timeout: float = 30) ->
 class Server:
     """gunicorn with gunicorn.conf.py, on a free port, its output in a file."""
 
-    def __init__(self, database_url: str, workdir: Path, **env: str) -> None:
+    def __init__(self, database_url: str, workdir: Path, **env: str | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"gunicorn-{self.port}.log"
-        self.env = {**os.environ, "APP_ENV": "testing", "DATABASE_URL": database_url,
-                    "PORT": str(self.port), "HOST": "127.0.0.1",
-                    "WEB_CONCURRENCY": str(WORKERS), "GUNICORN_THREADS": str(THREADS),
-                    "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"metrics-{self.port}"), **env}
+        env = {**os.environ, "APP_ENV": "testing", "DATABASE_URL": database_url,
+               "PORT": str(self.port), "HOST": "127.0.0.1",
+               "WEB_CONCURRENCY": str(WORKERS), "GUNICORN_THREADS": str(THREADS),
+               "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"metrics-{self.port}"), **env}
+        self.env = {name: value for name, value in env.items() if value is not None}  # None: unset
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> "Server":
-        """Start gunicorn and wait until /healthz answers 200."""
+        """Start gunicorn; wait until /healthz answers 200 and every worker has the app loaded."""
         # Output goes to a file, not a pipe: under load a full pipe would stall gunicorn.
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
@@ -82,7 +83,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if self.get("/healthz", timeout=5).status == 200:
+                if self.get("/healthz", timeout=5).status == 200 and self.workers_ready():
                     return self
             except OSError:
                 pass
@@ -106,6 +107,11 @@ class Server:
         assert self.process.returncode == 0, output
         assert "Traceback" not in output, output
         return output
+
+    def workers_ready(self) -> bool:
+        """Every worker has loaded the app (and so reports the size of its pool)."""
+        sizes = self.metrics().per_worker("webapp_db_pool_size")
+        return len(sizes) == int(self.env["WEB_CONCURRENCY"]) and all(sizes.values())
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

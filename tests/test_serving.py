@@ -13,16 +13,18 @@ from conftest import stored_users
 from server import ROOT
 
 
-def gunicorn_settings(monkeypatch, **env):
+def gunicorn_settings(monkeypatch, tmp_path, **env):
     for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "PORT", "HOST", "GUNICORN_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
+    # gunicorn.conf.py puts a metrics directory in the environment; keep ours clean.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
-def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch):
-    settings = gunicorn_settings(monkeypatch)
+def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path)
 
     assert settings["worker_class"] == "gthread"
     assert settings["workers"] >= 2 and settings["threads"] >= 2
@@ -30,8 +32,8 @@ def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch):
     assert settings["preload_app"] is False
 
 
-def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatch):
-    settings = gunicorn_settings(monkeypatch, WEB_CONCURRENCY="3", GUNICORN_THREADS="6", PORT="9123",
+def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path, WEB_CONCURRENCY="3", GUNICORN_THREADS="6", PORT="9123",
                                  HOST="0.0.0.0", GUNICORN_PRELOAD="1")
 
     assert (settings["workers"], settings["threads"]) == (3, 6)

@@ -17,18 +17,34 @@ import sqlite3
 import threading
 from typing import Any
 
+from blinker import Namespace
 from flask import Flask, appcontext_popped, appcontext_pushed, current_app, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 log = logging.getLogger(__name__)
+
+# Observers (webapp/metrics.py) hear of each session opened and removed.
+_signals = Namespace()
+session_opened = _signals.signal("session-opened")
+session_removed = _signals.signal("session-removed")
+
+
+class _AnnouncedSession(OrmSession):
+    """A Session that announces its creation, so sessions opened can be counted."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        session_opened.send(self)
+
 
 # The thread-local registry. Calling Session() returns this thread's session,
 # creating it on first use; Session.remove() closes it and forgets it.
 # expire_on_commit=False lets a view serialize what it just committed without
 # opening a second transaction to reload it.
-Session = scoped_session(sessionmaker(expire_on_commit=False))
+Session = scoped_session(sessionmaker(class_=_AnnouncedSession, expire_on_commit=False))
 
 _EXTENSION = "webapp.db"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -73,6 +89,8 @@ def remove_session(exc: BaseException | None = None) -> None:
     """Teardown hook: close this thread's session once its outermost context ends."""
     if getattr(_depth, "value", 0) > 1:
         return
+    if Session.registry.has():
+        session_removed.send(Session())
     Session.remove()
 
 
