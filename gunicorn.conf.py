@@ -19,7 +19,12 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 preload_app = os.environ.get("GUNICORN_PRELOAD", "").lower() in {"1", "true", "yes", "on"}
 timeout = 30
+# SIGTERM: stop accepting, let requests in flight finish (up to this long), exit.
 graceful_timeout = 30
+# Replace each worker after about this many requests, so that a slow leak cannot
+# grow for ever; the jitter keeps the workers from restarting all at once.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+max_requests_jitter = max(max_requests // 10, 1) if max_requests else 0
 # No access log: the app logs one line per request itself (webapp/observability.py),
 # with its request id and query count. Ours and gunicorn's go to stdout and stderr.
 accesslog = None

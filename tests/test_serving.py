@@ -4,13 +4,16 @@ import os
 import re
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
-from conftest import stored_users
-from server import ROOT
+from conftest import stored_users, users_table_held
+from server import ROOT, run_clients
 
 
 def gunicorn_settings(monkeypatch, tmp_path, **env):
@@ -30,6 +33,14 @@ def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch, tm
     assert settings["workers"] >= 2 and settings["threads"] >= 2
     assert settings["bind"] == "127.0.0.1:8000"
     assert settings["preload_app"] is False
+
+
+def test_gunicorn_recycles_workers_after_max_requests_with_jitter(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path)
+
+    assert settings["max_requests"] == 1000
+    assert 0 < settings["max_requests_jitter"] < settings["max_requests"]
+    assert settings["graceful_timeout"] >= settings["timeout"]
 
 
 def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatch, tmp_path):
@@ -60,6 +71,66 @@ def test_the_real_server_serves_the_api_from_every_worker(gunicorn):
         assert (fetched.status, fetched.json()) == (200, user)
     assert gunicorn.post("/api/users", {"name": "Dup", "email": "g0@example.com"}).status == 409
     assert len(stored_users()) == 20
+
+
+# -- stopping and recycling workers -----------------------------------------------------
+
+
+def wait_for(condition, seconds=15):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def connections_in_use(server) -> float:
+    return sum(server.metrics().per_worker("webapp_db_pool_checked_out").values())
+
+
+def test_sigterm_lets_requests_in_flight_finish(live_server, database_url):
+    replies = {}
+
+    def create(n):
+        replies[n] = live_server.post("/api/users", {"name": f"In flight {n}", "email": f"f{n}@example.com"})
+
+    with users_table_held(database_url):  # the two requests wait on the users table
+        threads = [threading.Thread(target=create, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: connections_in_use(live_server) == 2)
+        live_server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Handling signal: term" in live_server.output())
+        time.sleep(0.5)  # the workers are stopping now
+        assert all(thread.is_alive() for thread in threads)
+    for thread in threads:
+        thread.join(timeout=30)
+    output = live_server.stop()  # exit status 0, no traceback
+
+    assert [replies[n].status for n in range(2)] == [201, 201]
+    assert sorted(stored_users()) == [("In flight 0", "f0@example.com"), ("In flight 1", "f1@example.com")]
+    stopped_at = output.index("Handling signal: term")
+    answered = [output.index(f"request_id={replies[n].headers['X-Request-ID']}") for n in range(2)]
+    assert all(at > stopped_at for at in answered)
+
+
+def test_workers_replaced_after_max_requests_drop_no_request(serve, database_url, committing):
+    server = serve(database_url, GUNICORN_MAX_REQUESTS="20")
+    first_workers = set(server.metrics().per_worker("webapp_db_pool_size"))
+
+    def client(n, budget):
+        statuses = []
+        while budget.take():
+            statuses.append(server.get("/api/users").status)
+        return statuses
+
+    statuses = [status for seen in run_clients(8, seconds=60, max_requests=120, client=client) for status in seen]
+    wait_for(server.workers_ready)
+
+    assert statuses == [200] * 120
+    assert server.output().count("Autorestarting worker") >= 2
+    # Replaced workers are gone from the pool gauges (child_exit); only the live ones report.
+    workers = server.metrics().per_worker("webapp_db_pool_size")
+    assert len(workers) == 2 and not set(workers) & first_workers
 
 
 # -- the Dockerfile -----------------------------------------------------------------
