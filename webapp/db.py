@@ -21,6 +21,7 @@ from blinker import Namespace
 from flask import Flask, appcontext_popped, appcontext_pushed, current_app, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
 
@@ -91,7 +92,16 @@ def remove_session(exc: BaseException | None = None) -> None:
         return
     if Session.registry.has():
         session_removed.send(Session())
-    Session.remove()
+    try:
+        Session.remove()
+    except DBAPIError as error:
+        # Closing rolls back, which fails when the database went away after the
+        # request's last statement (a restart). The session must be forgotten all
+        # the same, or the thread's next request would inherit it broken.
+        Session.registry.clear()
+        if not error.connection_invalidated:
+            raise
+        log.warning("session closed on a lost connection: %s", error)
 
 
 # -- engine -----------------------------------------------------------------------
