@@ -133,7 +133,7 @@ def test_workers_replaced_after_max_requests_drop_no_request(serve, database_url
     assert len(workers) == 2 and not set(workers) & first_workers
 
 
-# -- the Dockerfile -----------------------------------------------------------------
+# -- the Dockerfile and docker-compose.yml ------------------------------------------
 
 
 def test_the_dockerfile_is_clean_under_hadolint():
@@ -156,3 +156,24 @@ def test_the_dockerfile_runs_gunicorn_as_a_non_root_user_with_a_healthcheck():
         "COPY webapp")
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.M)
     assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]' in dockerfile
+
+
+def yaml_blocks(text: str, indent: int) -> dict[str, str]:
+    """The keys at one indentation of a block-style YAML text, with their bodies."""
+    parts = re.split(rf"^ {{{indent}}}([\w-]+):[^\S\n]*\n?", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_docker_compose_runs_the_app_and_postgresql_with_health_checks_and_a_volume(monkeypatch, tmp_path):
+    compose = yaml_blocks((ROOT / "docker-compose.yml").read_text(), 0)
+    services = yaml_blocks(compose["services"], 2)
+    db, app = services["db"], services["app"]
+    grace = int(re.search(r"stop_grace_period: (\d+)s", app).group(1))
+
+    assert re.search(r"image: postgres:\d+", db)
+    assert "pgdata:/var/lib/postgresql/data" in db and "pgdata" in yaml_blocks(compose["volumes"], 2)
+    assert "healthcheck:" in db and "pg_isready" in db
+    assert "build: ." in app and "healthcheck:" in app and "/healthz" in app
+    assert re.search(r"db:\n\s+condition: service_healthy", app)
+    assert "flask\", \"--app\", \"wsgi\", \"init-db" in services["init-db"]
+    assert grace > gunicorn_settings(monkeypatch, tmp_path)["graceful_timeout"]
