@@ -5,7 +5,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import api, cli, db, errors, health, metrics, observability, pages, settings
+from . import api, cli, db, errors, health, metrics, observability, pages, request_id, settings
 from .routing import IdConverter
 
 csrf = CSRFProtect()
@@ -19,6 +19,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
 
     db.init_app(app)
+    request_id.init_app(app)
     metrics.init_app(app)
     observability.init_app(app)  # before CSRF, so that a refused request is reported too
     cli.init_app(app)

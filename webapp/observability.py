@@ -1,18 +1,15 @@
 """What every request reports about itself.
 
-* `X-Request-ID` on the response: the caller's (a load balancer's, say) when it
-  sent a usable one, else a new one, so a client's report can be found in the logs;
 * `Server-Timing: db;dur=<ms>;desc="<n> queries"`: the statements this request
   sent and the time spent in them, counted by an engine event;
-* one log line, on the `webapp.requests` logger: request id, method, path,
-  status, duration and query count;
+* one log line, on the `webapp.requests` logger: request id (webapp/request_id.py,
+  which also echoes it as X-Request-ID), method, path, status, duration and query
+  count, so that a client's report can be found in the logs;
 * the request counter and latency histogram of webapp/metrics.py.
 """
 
 import logging
-import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -20,19 +17,13 @@ from urllib.parse import quote
 from flask import Flask, Response, g, has_app_context, request
 from sqlalchemy import event
 
-from . import db, metrics
+from . import db, metrics, request_id
 
 log = logging.getLogger("webapp.requests")
-
-REQUEST_ID_HEADER = "X-Request-ID"
-# What request ids look like (UUIDs, hex, base64, "lb-1:42"), of a sane length:
-# safe to echo in a header and to put in a log line.
-_USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:;/+=@-]{1,128}")
 
 
 @dataclass
 class RequestStats:
-    request_id: str
     started: float
     queries: int = 0
     db_seconds: float = 0.0
@@ -50,9 +41,7 @@ def init_app(app: Flask) -> None:
 
 
 def _start_request() -> None:
-    sent = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = sent if _USABLE_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
-    g.request_stats = RequestStats(request_id=request_id, started=time.perf_counter())
+    g.request_stats = RequestStats(started=time.perf_counter())
 
 
 def _report_request(response: Response) -> Response:
@@ -62,11 +51,10 @@ def _report_request(response: Response) -> Response:
         stats = g.request_stats
     seconds = time.perf_counter() - stats.started
     endpoint = request.endpoint or "unmatched"
-    response.headers[REQUEST_ID_HEADER] = stats.request_id
     response.headers.add("Server-Timing", f'db;dur={stats.db_seconds * 1000:.1f};desc="{stats.queries} queries"')
     metrics.observe_request(endpoint, request.method, response.status_code, seconds)
     log.info("request_id=%s method=%s path=%s status=%d duration_ms=%.1f queries=%d",
-             stats.request_id, request.method, quote(request.path), response.status_code,
+             request_id.current(), request.method, quote(request.path), response.status_code,
              seconds * 1000, stats.queries)
     return response
 
