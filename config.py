@@ -44,6 +44,11 @@ class Config:
     DB_POOL_TIMEOUT = 5.0  # seconds a request waits for a pooled connection
     DB_POOL_RECYCLE = 1800  # seconds before a PostgreSQL connection is replaced
     DB_CONNECT_TIMEOUT = 5  # seconds to establish a PostgreSQL connection
+    # PostgreSQL ends stuck work on its side: a statement running longer than this
+    # is cancelled (a 503), well inside gunicorn's 30 s worker timeout...
+    DB_STATEMENT_TIMEOUT = 15.0
+    # ...and a session idle inside a transaction this long is closed.
+    DB_IDLE_IN_TRANSACTION_TIMEOUT = 30.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
     SESSION_COOKIE_HTTPONLY = True
@@ -90,6 +95,8 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_POOL_TIMEOUT": _seconds,
     "DB_POOL_RECYCLE": _positive_int,
     "DB_CONNECT_TIMEOUT": _positive_int,
+    "DB_STATEMENT_TIMEOUT": _seconds,
+    "DB_IDLE_IN_TRANSACTION_TIMEOUT": _seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
 }
 

@@ -4,9 +4,14 @@ with the thread-local session of webapp.db.
 WEB_CONCURRENCY (workers), GUNICORN_THREADS (threads per worker), HOST and PORT
 come from the environment. The app sizes its connection pool from GUNICORN_THREADS
 too, so each thread can always have a connection.
+
+Metrics: every worker writes its Prometheus metrics to files in
+PROMETHEUS_MULTIPROC_DIR, and /metrics adds up all of them (webapp/metrics.py).
 """
 
 import os
+import shutil
+import tempfile
 
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -14,8 +19,22 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 preload_app = os.environ.get("GUNICORN_PRELOAD", "").lower() in {"1", "true", "yes", "on"}
 timeout = 30
+# SIGTERM: stop accepting, let requests in flight finish (up to this long), exit.
 graceful_timeout = 30
-accesslog = "-"
+# Replace each worker after about this many requests, so that a slow leak cannot
+# grow for ever; the jitter keeps the workers from restarting all at once.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+max_requests_jitter = max(max_requests // 10, 1) if max_requests else 0
+# No access log: the app logs one line per request itself (webapp/observability.py),
+# with its request id and query count. Ours and gunicorn's go to stdout and stderr.
+accesslog = None
+logconfig_dict = {
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        "webapp": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+}
 # gunicorn 25+ opens a control socket under $HOME by default; several instances
 # (tests, a second checkout) would fight over it, and we do not use gunicornc.
 control_socket_disable = True
@@ -30,3 +49,37 @@ def post_fork(server, worker):
     from webapp.db import get_engine
 
     get_engine(server.app.wsgi()).dispose(close=False)
+
+
+# -- Prometheus multiprocess mode ---------------------------------------------------
+#
+# prometheus_client picks its storage when it is imported, so the directory is in
+# the environment before the app is loaded (in the master, with preload_app). Our
+# own temporary directory unless one is given; either way it is emptied when the
+# server starts, since files an earlier run left would be added in.
+
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="webapp-metrics-")
+metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+os.makedirs(metrics_dir, exist_ok=True)
+
+
+def on_starting(server):
+    """Start counting from zero."""
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.remove(os.path.join(metrics_dir, name))
+    server.log.info("Prometheus multiprocess directory: %s", metrics_dir)
+
+
+def child_exit(server, worker):
+    """A dead worker's pool gauges must not be reported as if it were alive."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

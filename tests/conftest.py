@@ -7,18 +7,25 @@ SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
   the right tool for testing what endpoints do.
 * `committing_client` lets requests really commit, on a table emptied before and
   after: the tool for testing transactions, races and the session lifecycle.
+
+The real server (gunicorn, see server.py) is `serve`/`live_server`; `pg_cluster` is
+a throwaway PostgreSQL of the tests' own, for stopping and starting under load.
 """
 
+import contextlib
 import os
 import re
 import secrets
+import sqlite3
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy import create_engine, delete, func, make_url, select
 
 os.environ["APP_ENV"] = "testing"
 
+import pg_cluster as pg  # noqa: E402
+from server import Server  # noqa: E402
 from webapp import create_app, migrations  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
 from webapp.db import with_shipped_driver  # noqa: E402
@@ -144,6 +151,58 @@ def runner(app):
     return app.test_cli_runner()
 
 
+# -- the real server and a database of our own ---------------------------------------
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start real gunicorns: `serve(database_url, **env)`. Each is stopped with SIGTERM
+    after the test and must exit cleanly."""
+    servers = []
+
+    def start(database_url, **env):
+        server = Server(database_url, tmp_path, **env)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(serve, database_url, committing):
+    """The real server on the test database, with an empty users table."""
+    return serve(database_url)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A running PostgreSQL cluster of this test run's own (initdb, pg_ctl)."""
+    bindir = pg.bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (pg_config --bindir)")
+    cluster = pg.Cluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def cluster_database(pg_cluster):
+    """A fresh database with the schema, in the throwaway cluster, started if a test stopped it."""
+    if not pg_cluster.is_running():
+        pg_cluster.start()
+    url = pg_cluster.create_database(f"app_{secrets.token_hex(4)}")
+    app = create_app({"DATABASE_URL": url})
+    with app.app_context():
+        migrations.upgrade("head")
+    get_engine(app).dispose()
+    return url
+
+
 # -- helpers for tests ------------------------------------------------------------
 
 
@@ -171,6 +230,47 @@ def add_users(*pairs: tuple[str, str]) -> list[int]:
     ids = [user.id for user in users]
     Session.remove()
     return ids
+
+
+@contextlib.contextmanager
+def users_table_held(database_url: str):
+    """Hold a lock on the users table from a connection of our own, so that requests
+    touching it wait: on PostgreSQL every request (ACCESS EXCLUSIVE), on SQLite
+    every writer (the write lock; WAL readers go on reading)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        connection = sqlite3.connect(url.database, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("ROLLBACK")
+            connection.close()
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                connection.rollback()
+    finally:
+        engine.dispose()
+
+
+def app_backends(database_url: str) -> list[dict]:
+    """The app's connections to this PostgreSQL database, as pg_stat_activity sees them."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT pid, state, wait_event_type FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'webapp' "
+                "AND pid <> pg_backend_pid()").mappings().all()
+    finally:
+        engine.dispose()
+    return [dict(row) for row in rows]
 
 
 class Forms:

@@ -5,32 +5,29 @@ import re
 import runpy
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-import json
 
 import pytest
 
-from conftest import stored_users
+from conftest import stored_users, users_table_held
+from server import ROOT, run_clients
 
-ROOT = Path(__file__).parents[1]
 
-
-def gunicorn_settings(monkeypatch, **env):
+def gunicorn_settings(monkeypatch, tmp_path, **env):
     for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "PORT", "HOST", "GUNICORN_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
+    # gunicorn.conf.py puts a metrics directory in the environment; keep ours clean.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
-def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch):
-    settings = gunicorn_settings(monkeypatch)
+def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path)
 
     assert settings["worker_class"] == "gthread"
     assert settings["workers"] >= 2 and settings["threads"] >= 2
@@ -38,8 +35,16 @@ def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch):
     assert settings["preload_app"] is False
 
 
-def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatch):
-    settings = gunicorn_settings(monkeypatch, WEB_CONCURRENCY="3", GUNICORN_THREADS="6", PORT="9123",
+def test_gunicorn_recycles_workers_after_max_requests_with_jitter(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path)
+
+    assert settings["max_requests"] == 1000
+    assert 0 < settings["max_requests_jitter"] < settings["max_requests"]
+    assert settings["graceful_timeout"] >= settings["timeout"]
+
+
+def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path, WEB_CONCURRENCY="3", GUNICORN_THREADS="6", PORT="9123",
                                  HOST="0.0.0.0", GUNICORN_PRELOAD="1")
 
     assert (settings["workers"], settings["threads"]) == (3, 6)
@@ -50,63 +55,85 @@ def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatc
 # -- the real server ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def call(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
 @pytest.fixture(params=[False, True], ids=["forked-app", "preloaded-app"])
-def gunicorn(request, database_url, committing):
-    """gunicorn -c gunicorn.conf.py wsgi:app, 2 workers x 2 threads, on a free port."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2",
-           "DATABASE_URL": database_url, "APP_ENV": "testing",
-           "GUNICORN_PRELOAD": "1" if request.param else "0"}
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if call("GET", base + "/healthz")[0] == 200:
-                break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail("gunicorn did not become healthy:\n" + server.communicate()[0])
-        time.sleep(0.1)
-    yield base
-    server.send_signal(signal.SIGTERM)
-    output = server.communicate(timeout=30)[0]
-    assert server.returncode == 0, output
-    assert "Traceback" not in output, output
+def gunicorn(request, serve, database_url, committing):
+    """The real server, the app loaded in each worker or preloaded in the master."""
+    return serve(database_url, GUNICORN_PRELOAD="1" if request.param else "0")
 
 
 def test_the_real_server_serves_the_api_from_every_worker(gunicorn):
-    created = [call("POST", gunicorn + "/api/users", {"name": f"G{n}", "email": f"g{n}@example.com"})
-               for n in range(20)]
-    assert [status for status, _ in created] == [201] * 20
+    created = [gunicorn.post("/api/users", {"name": f"G{n}", "email": f"g{n}@example.com"}) for n in range(20)]
+    assert [reply.status for reply in created] == [201] * 20
 
-    for _, user in created:
-        assert call("GET", f"{gunicorn}/api/users/{user['id']}") == (200, user)
-    assert call("POST", gunicorn + "/api/users", {"name": "Dup", "email": "g0@example.com"})[0] == 409
+    for reply in created:
+        user = reply.json()
+        fetched = gunicorn.get(f"/api/users/{user['id']}")
+        assert (fetched.status, fetched.json()) == (200, user)
+    assert gunicorn.post("/api/users", {"name": "Dup", "email": "g0@example.com"}).status == 409
     assert len(stored_users()) == 20
 
 
-# -- the Dockerfile -----------------------------------------------------------------
+# -- stopping and recycling workers -----------------------------------------------------
+
+
+def wait_for(condition, seconds=15):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def connections_in_use(server) -> float:
+    return sum(server.metrics().per_worker("webapp_db_pool_checked_out").values())
+
+
+def test_sigterm_lets_requests_in_flight_finish(live_server, database_url):
+    replies = {}
+
+    def create(n):
+        replies[n] = live_server.post("/api/users", {"name": f"In flight {n}", "email": f"f{n}@example.com"})
+
+    with users_table_held(database_url):  # the two requests wait on the users table
+        threads = [threading.Thread(target=create, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: connections_in_use(live_server) == 2)
+        live_server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Handling signal: term" in live_server.output())
+        time.sleep(0.5)  # the workers are stopping now
+        assert all(thread.is_alive() for thread in threads)
+    for thread in threads:
+        thread.join(timeout=30)
+    output = live_server.stop()  # exit status 0, no traceback
+
+    assert [replies[n].status for n in range(2)] == [201, 201]
+    assert sorted(stored_users()) == [("In flight 0", "f0@example.com"), ("In flight 1", "f1@example.com")]
+    stopped_at = output.index("Handling signal: term")
+    answered = [output.index(f"request_id={replies[n].headers['X-Request-ID']}") for n in range(2)]
+    assert all(at > stopped_at for at in answered)
+
+
+def test_workers_replaced_after_max_requests_drop_no_request(serve, database_url, committing):
+    server = serve(database_url, GUNICORN_MAX_REQUESTS="20")
+    first_workers = set(server.metrics().per_worker("webapp_db_pool_size"))
+
+    def client(n, budget):
+        statuses = []
+        while budget.take():
+            statuses.append(server.get("/api/users").status)
+        return statuses
+
+    statuses = [status for seen in run_clients(8, seconds=60, max_requests=120, client=client) for status in seen]
+    wait_for(server.workers_ready)
+
+    assert statuses == [200] * 120
+    assert server.output().count("Autorestarting worker") >= 2
+    # Replaced workers are gone from the pool gauges (child_exit); only the live ones report.
+    workers = server.metrics().per_worker("webapp_db_pool_size")
+    assert len(workers) == 2 and not set(workers) & first_workers
+
+
+# -- the Dockerfile and docker-compose.yml ------------------------------------------
 
 
 def test_the_dockerfile_is_clean_under_hadolint():
@@ -129,3 +156,24 @@ def test_the_dockerfile_runs_gunicorn_as_a_non_root_user_with_a_healthcheck():
         "COPY webapp")
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.M)
     assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]' in dockerfile
+
+
+def yaml_blocks(text: str, indent: int) -> dict[str, str]:
+    """The keys at one indentation of a block-style YAML text, with their bodies."""
+    parts = re.split(rf"^ {{{indent}}}([\w-]+):[^\S\n]*\n?", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_docker_compose_runs_the_app_and_postgresql_with_health_checks_and_a_volume(monkeypatch, tmp_path):
+    compose = yaml_blocks((ROOT / "docker-compose.yml").read_text(), 0)
+    services = yaml_blocks(compose["services"], 2)
+    db, app = services["db"], services["app"]
+    grace = int(re.search(r"stop_grace_period: (\d+)s", app).group(1))
+
+    assert re.search(r"image: postgres:\d+", db)
+    assert "pgdata:/var/lib/postgresql/data" in db and "pgdata" in yaml_blocks(compose["volumes"], 2)
+    assert "healthcheck:" in db and "pg_isready" in db
+    assert "build: ." in app and "healthcheck:" in app and "/healthz" in app
+    assert re.search(r"db:\n\s+condition: service_healthy", app)
+    assert "flask\", \"--app\", \"wsgi\", \"init-db" in services["init-db"]
+    assert grace > gunicorn_settings(monkeypatch, tmp_path)["graceful_timeout"]

@@ -5,7 +5,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import api, audit, cli, db, errors, health, openapi, pages, request_id, security, settings
+from . import api, audit, cli, db, errors, health, metrics, observability, openapi, pages, request_id, security, settings
 from .routing import IdConverter
 
 csrf = CSRFProtect()
@@ -21,6 +21,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     audit.init_app(app)
     request_id.init_app(app)
+    metrics.init_app(app)
+    observability.init_app(app)  # before CSRF, so that a refused request is reported too
     cli.init_app(app)
     errors.init_app(app)
     security.init_app(app)

@@ -17,18 +17,37 @@ import sqlite3
 import threading
 from typing import Any
 
+from blinker import Namespace
 from flask import Flask, appcontext_popped, appcontext_pushed, current_app, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from . import request_id
+
+log = logging.getLogger(__name__)
+
+# Observers (webapp/metrics.py) hear of each session opened and removed.
+_signals = Namespace()
+session_opened = _signals.signal("session-opened")
+session_removed = _signals.signal("session-removed")
+
+
+class _AnnouncedSession(OrmSession):
+    """A Session that announces its creation, so sessions opened can be counted."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        session_opened.send(self)
+
 
 # The thread-local registry. Calling Session() returns this thread's session,
 # creating it on first use; Session.remove() closes it and forgets it.
 # expire_on_commit=False lets a view serialize what it just committed without
 # opening a second transaction to reload it.
-Session = scoped_session(sessionmaker(expire_on_commit=False))
+Session = scoped_session(sessionmaker(class_=_AnnouncedSession, expire_on_commit=False))
 
 _EXTENSION = "webapp.db"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -77,24 +96,37 @@ def remove_session(exc: BaseException | None = None) -> None:
         return
     if Session.registry.has():
         _event("remove")
-    Session.remove()
+        session_removed.send(Session())
+    try:
+        Session.remove()
+    except DBAPIError as error:
+        # Closing rolls back, which fails when the database went away after the
+        # request's last statement (a restart). The session must be forgotten all
+        # the same, or the thread's next request would inherit it broken.
+        Session.registry.clear()
+        if not error.connection_invalidated:
+            raise
+        log.warning("session closed on a lost connection: %s", error)
 
 
 # -- watching it happen (SESSION_EVENTS_LOG=1) ------------------------------------
 
 events_log = logging.getLogger("webapp.session")
+_events_on = False  # a logging config that enables webapp.* must not turn these on by itself
 
 
 def _event(name: str) -> None:
-    if events_log.isEnabledFor(logging.INFO):
+    if _events_on and events_log.isEnabledFor(logging.INFO):
         events_log.info("%-8s thread=%s request=%s", name, threading.current_thread().name,
                         request_id.current() or "-")
 
 
 def _log_session_events() -> None:
     """Log the life of every session: begin, commit, rollback, remove."""
+    global _events_on
+    _events_on = True
     events_log.setLevel(logging.INFO)
-    if not events_log.handlers:
+    if not events_log.hasHandlers():  # under gunicorn, the "webapp" logger's handler serves
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
         events_log.addHandler(handler)
@@ -163,8 +195,18 @@ def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
         options["connect_args"] = {
             "connect_timeout": config["DB_CONNECT_TIMEOUT"],
             "application_name": "webapp",
+            # Stuck work ends on the server's side, whatever the client does.
+            "options": " ".join([
+                f"-c statement_timeout={_milliseconds(config['DB_STATEMENT_TIMEOUT'])}",
+                f"-c idle_in_transaction_session_timeout="
+                f"{_milliseconds(config['DB_IDLE_IN_TRANSACTION_TIMEOUT'])}",
+            ]),
         }
     return options
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Engine:

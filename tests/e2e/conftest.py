@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from server import gunicorn
+from server import Server
 
 ROOT = Path(__file__).parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
@@ -45,11 +45,12 @@ def browser(chromium_path):
 
 
 @pytest.fixture(scope="session")
-def server(database_url, _schema):
+def server(database_url, _schema, tmp_path_factory):
     """One gunicorn for the whole run: 1 worker x 2 threads on the test database."""
-    with gunicorn(DATABASE_URL=database_url, APP_ENV="testing", SECRET_KEY="browser-tests-only",
-                  WEB_CONCURRENCY="1", GUNICORN_THREADS="2") as base:
-        yield base
+    server = Server(database_url, tmp_path_factory.mktemp("e2e-server"), SECRET_KEY="browser-tests-only",
+                    WEB_CONCURRENCY="1", GUNICORN_THREADS="2").start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

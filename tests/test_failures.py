@@ -1,0 +1,130 @@
+"""Database failures survived by the real server, without restarting it.
+
+Both run on the throwaway cluster (pg_cluster), which the restart test stops and
+starts; the shared PostgreSQL server is never touched. They need no
+TEST_DATABASE_URL, so they run in the SQLite and PostgreSQL runs alike.
+"""
+
+import threading
+import time
+
+from flask import jsonify
+from sqlalchemy import create_engine, text
+
+from conftest import app_backends, users_table_held
+from server import run_clients
+from webapp import create_app
+from webapp.db import Session, get_engine
+
+POOL_TIMEOUT = 2
+
+
+def is_problem_503(reply) -> bool:
+    return (reply.status == 503 and reply.headers.get("Content-Type") == "application/problem+json"
+            and reply.json()["status"] == 503 and int(reply.headers.get("Retry-After", 0)) > 0)
+
+
+def test_a_database_restart_under_load_is_quick_503s_then_no_errors_soon_after(serve, pg_cluster,
+                                                                             cluster_database):
+    # No recycling by max_requests: a new worker here could only mean one that died.
+    server = serve(cluster_database, DB_POOL_TIMEOUT=str(POOL_TIMEOUT), GUNICORN_MAX_REQUESTS="0")
+    ids = [server.post("/api/users", {"name": f"R{n}", "email": f"r{n}@example.com"}).json()["id"]
+           for n in range(8)]
+    workers = set(server.metrics().per_worker("webapp_db_pool_size"))
+
+    def client(n, budget):
+        replies = []
+        while budget.take():
+            if n % 2:
+                replies.append(server.get(f"/api/users/{ids[n]}"))
+            else:
+                replies.append(server.post("/api/users", {"name": "L", "email": f"l{n}-{len(replies)}@x.com"}))
+        return replies
+
+    results = []
+    load = threading.Thread(target=lambda: results.extend(run_clients(8, 8, 6000, client)))
+    load.start()
+    time.sleep(1.5)
+    stopping = time.monotonic()
+    pg_cluster.stop(mode="fast")  # clients disconnected, transactions rolled back
+    down = time.monotonic()
+    time.sleep(2)
+    starting = time.monotonic()
+    pg_cluster.start()
+    up = time.monotonic()
+    load.join(timeout=60)
+
+    replies = [reply for seen in results for reply in seen]
+    before = [reply for reply in replies if reply.started + reply.seconds < stopping]
+    outage = [reply for reply in replies if reply.started >= down and reply.started + reply.seconds < starting]
+    soon_after = [reply for reply in replies if reply.started >= up + 2]
+    assert {reply.status for reply in replies} <= {200, 201, 503}  # never a 500
+    assert before and {reply.status for reply in before} <= {200, 201}
+    assert len(outage) >= 10 and all(is_problem_503(reply) for reply in outage)
+    assert all(reply.seconds < POOL_TIMEOUT for reply in replies if reply.status == 503)  # no hang
+    assert len(soon_after) >= 10 and {reply.status for reply in soon_after} <= {200, 201}
+    assert set(server.metrics().per_worker("webapp_db_pool_size")) == workers  # the same workers
+    assert server.output().count("Booting worker") == 2
+
+
+def test_an_exhausted_pool_is_a_503_after_pool_timeout_and_recovers_by_itself(serve, cluster_database):
+    # One connection per worker; requests stuck on a locked table hold both.
+    server = serve(cluster_database, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0", DB_POOL_TIMEOUT="1",
+                   DB_STATEMENT_TIMEOUT="60")
+    holders, further = [], []
+
+    def send(into, path="/api/users"):
+        thread = threading.Thread(target=lambda: into.append(server.get(path)))
+        thread.start()
+        return thread
+
+    def stuck_on_the_lock():
+        return len([b for b in app_backends(cluster_database) if b["wait_event_type"] == "Lock"])
+
+    with users_table_held(cluster_database):
+        threads = []
+        while stuck_on_the_lock() < 2 and len(threads) < 40:  # until both workers' connections are held
+            threads.append(send(holders))
+            time.sleep(0.2)
+        assert stuck_on_the_lock() == 2
+        more = [send(further) for _ in range(4)] + [send(further, "/healthz")]
+        for thread in more:
+            thread.join(timeout=30)
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(further) == 5 and all(is_problem_503(reply) for reply in further)
+    assert all(0.9 <= reply.seconds < 1 + 3 for reply in further)  # after pool_timeout, not later
+    assert sorted(reply.status for reply in holders).count(200) == 2  # the two that held on
+    assert {reply.status for reply in holders} <= {200, 503}
+    assert [server.get("/api/users").status for _ in range(8)] == [200] * 8
+    assert set(server.metrics().per_worker("webapp_db_pool_checked_out").values()) == {0}
+
+
+# -- the end of a request on a connection that died -----------------------------------
+
+
+def test_a_connection_lost_after_the_last_statement_still_ends_the_request_cleanly(cluster_database):
+    app = create_app({"DATABASE_URL": cluster_database})
+    killer = create_engine(cluster_database, isolation_level="AUTOCOMMIT")
+
+    @app.get("/lost")
+    def lost():
+        pid = Session().execute(text("SELECT pg_backend_pid()")).scalar()
+        with killer.connect() as connection:  # as a restart would, between statement and teardown
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return jsonify(pid=pid)
+
+    client = app.test_client()  # one thread for both requests, as a gunicorn thread would be
+    try:
+        first = client.get("/lost")  # teardown's rollback fails on the dead connection
+        gone = not Session.registry.has() and get_engine(app).pool.checkedout() == 0
+        second = client.get("/api/users")  # the thread's next request starts clean
+    finally:
+        Session.remove()
+        get_engine(app).dispose()
+        killer.dispose()
+
+    assert first.status_code == 200
+    assert gone
+    assert second.status_code == 200

@@ -1,0 +1,87 @@
+"""Stuck work is bounded: PostgreSQL itself cancels a statement that runs too long and
+closes a session left idle inside a transaction, so no worker thread waits forever.
+
+These run on the throwaway cluster (pg_cluster), in the SQLite and PostgreSQL runs alike.
+"""
+
+import time
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from config import Config
+from conftest import app_backends, users_table_held
+from webapp import create_app
+from webapp.db import database_url, engine_options, get_engine
+
+SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
+
+
+def test_postgresql_connections_are_given_both_timeouts_from_the_config():
+    settings = {**SETTINGS, "DB_STATEMENT_TIMEOUT": 2.5, "DB_IDLE_IN_TRANSACTION_TIMEOUT": 60}
+
+    options = engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+
+    assert options["connect_args"]["options"] == (
+        "-c statement_timeout=2500 -c idle_in_transaction_session_timeout=60000")
+
+
+@pytest.fixture
+def make_app():
+    apps = []
+
+    def make(url, **overrides):
+        app = create_app({"DATABASE_URL": url, **overrides})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        get_engine(app).dispose()
+
+
+def test_the_server_reports_the_configured_timeouts_on_the_apps_connections(make_app, cluster_database):
+    app = make_app(cluster_database, DB_STATEMENT_TIMEOUT=2.5, DB_IDLE_IN_TRANSACTION_TIMEOUT=7)
+
+    with get_engine(app).connect() as connection:
+        statement = connection.exec_driver_sql("SHOW statement_timeout").scalar()
+        idle = connection.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
+
+    assert (statement, idle) == ("2500ms", "7s")
+
+
+def test_a_transaction_left_idle_too_long_is_closed_by_the_server(make_app, cluster_database):
+    app = make_app(cluster_database, DB_IDLE_IN_TRANSACTION_TIMEOUT=0.3)
+    engine = get_engine(app)
+
+    with engine.connect() as connection:
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()  # the transaction begins
+        time.sleep(1.5)  # ...and idles past the limit
+        with pytest.raises(OperationalError):
+            connection.execute(text("SELECT 1"))
+
+    assert pid not in [backend["pid"] for backend in app_backends(cluster_database)]
+    with engine.connect() as connection:  # the pool replaces the closed connection
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+# -- under the real server ---------------------------------------------------------------
+
+
+def test_a_statement_over_the_limit_is_a_503_and_the_worker_is_free_again(serve, cluster_database):
+    server = serve(cluster_database, DB_STATEMENT_TIMEOUT="1")
+
+    with users_table_held(cluster_database):  # the list query now waits on the lock...
+        reply = server.get("/api/users")
+        # ...until PostgreSQL cancels it; its connection is back in the pool, idle
+        after = app_backends(cluster_database)
+
+    assert reply.status == 503
+    assert reply.headers["Content-Type"] == "application/problem+json"
+    assert reply.json()["status"] == 503
+    assert int(reply.headers["Retry-After"]) > 0
+    assert 1 <= reply.seconds < 5  # cancelled at the limit, not when the lock went away
+    assert [b for b in after if b["wait_event_type"] == "Lock" or b["state"] != "idle"] == []
+    assert server.get("/api/users").status == 200
+
