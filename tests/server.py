@@ -161,6 +161,14 @@ class Metrics:
         return {labels["pid"]: value for labels, value in self.samples.get(name, [])}
 
 
+def wait_for(condition, seconds: float = 15) -> None:
+    """Poll `condition` until it holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
 # -- load ---------------------------------------------------------------------------
 
 
