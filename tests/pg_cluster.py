@@ -20,11 +20,18 @@ from server import free_port
 
 def bindir() -> Path | None:
     """Where initdb and pg_ctl live, or None when PostgreSQL is not installed."""
+    candidates = []
     pg_config = shutil.which("pg_config")
-    if not pg_config:
-        return None
-    path = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip())
-    return path if (path / "initdb").exists() and (path / "pg_ctl").exists() else None
+    if pg_config:
+        candidates.append(Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip()))
+    # Debian keeps the server's programs out of PATH, one directory per major version.
+    versions = Path("/usr/lib/postgresql").glob("*/bin")
+    candidates += sorted(versions, key=lambda p: [int(n) for n in p.parent.name.split(".") if n.isdigit()],
+                         reverse=True)
+    for path in candidates:
+        if (path / "initdb").exists() and (path / "pg_ctl").exists():
+            return path
+    return None
 
 
 def _owner() -> str | None:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, delete, select
 
 from conftest import app_backends
-from server import Server, run_clients
+from server import Server, run_clients, wait_for
 from webapp.models import Base, User
 
 CLIENTS, SECONDS, MAX_REQUESTS = 32, 5, 3000
@@ -98,6 +98,7 @@ def crud_load(database_url, _schema, tmp_path_factory):
     server = Server(database_url, tmp_path_factory.mktemp("load")).start()
     try:
         seen = run_clients(CLIENTS, SECONDS, MAX_REQUESTS, crud_client(server))
+        wait_for(server.workers_ready)  # a worker replaced by max_requests may still be booting
         metrics = server.metrics()
         backends = app_backends(database_url) if engine.dialect.name == "postgresql" else None
     finally:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import stored_users, users_table_held
-from server import ROOT, run_clients
+from server import ROOT, run_clients, wait_for
 
 
 def gunicorn_settings(monkeypatch, tmp_path, **env):
@@ -74,13 +74,6 @@ def test_the_real_server_serves_the_api_from_every_worker(gunicorn):
 
 
 # -- stopping and recycling workers -----------------------------------------------------
-
-
-def wait_for(condition, seconds=15):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def connections_in_use(server) -> float:
