@@ -51,6 +51,9 @@ class Config:
     SESSION_COOKIE_SECURE = False
     DEFAULT_PER_PAGE = 20
     MAX_PER_PAGE = 100
+    # A list's total is counted exactly up to this many rows, then reported as
+    # capped: counting a whole large table on every page would cost O(table size).
+    LIST_TOTAL_CAP = 10_000
 
 
 class DevelopmentConfig(Config):

@@ -15,7 +15,7 @@ import secrets
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy import create_engine, delete, func, insert, select
 
 os.environ["APP_ENV"] = "testing"
 
@@ -171,6 +171,15 @@ def add_users(*pairs: tuple[str, str]) -> list[int]:
     ids = [user.id for user in users]
     Session.remove()
     return ids
+
+
+def add_numbered_users(count: int, name: str = "User") -> None:
+    """Store `count` users named "<name> <n>" in one bulk insert (no audit rows)."""
+    session = Session()
+    session.execute(insert(User), [{"name": f"{name} {n}", "email": f"{name.lower()}{n}@example.com"}
+                                   for n in range(1, count + 1)])
+    session.commit()
+    Session.remove()
 
 
 class Forms:

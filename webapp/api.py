@@ -9,7 +9,7 @@ from werkzeug.exceptions import NotFound
 
 from . import audit, users
 from .models import User
-from .schemas import audit_entry_schema, list_args_schema, page_args_schema, user_schema
+from .schemas import audit_entry_schema, encode_cursor, list_args_schema, page_args_schema, user_schema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -40,14 +40,25 @@ def expected_versions(user_id: int) -> set[int] | None:
 
 @bp.get("/users")
 def list_users() -> Response:
+    """A page of users. `next` (also a Link header) is the URL of the following page,
+    by cursor, so walking a list of any size costs the same per page."""
     args = list_args_schema.load(request.args)
     page = users.list_users(**args)
-    return jsonify(
+    next_url = None
+    if page.has_next:
+        next_url = url_for(".list_users", q=args["q"] or None, per_page=page.per_page,
+                           cursor=encode_cursor(page.next_after), _external=True)
+    response = jsonify(
         items=user_schema.dump(page.items, many=True),
         page=page.page,
         per_page=page.per_page,
         total=page.total,
+        total_capped=page.total_capped,
+        next=next_url,
     )
+    if next_url:
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return response
 
 
 @bp.post("/users")

@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 from . import audit, users
-from .schemas import list_args_schema, page_args_schema, user_form_schema, user_schema
+from .schemas import encode_cursor, list_args_schema, page_args_schema, user_form_schema, user_schema
 
 bp = Blueprint("pages", __name__)
 
@@ -24,7 +24,9 @@ def index() -> Response:
 @bp.get("/users")
 def list_users() -> str:
     args = list_args_schema.load(request.args)
-    return render_template("users/list.html", page=users.list_users(**args), q=args["q"])
+    page = users.list_users(**args)
+    next_cursor = encode_cursor(page.next_after) if page.has_next else None
+    return render_template("users/list.html", page=page, q=args["q"], next_cursor=next_cursor)
 
 
 @bp.get("/users/new")
