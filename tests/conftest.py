@@ -15,7 +15,7 @@ import secrets
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, delete, func, insert, select
+from sqlalchemy import create_engine, delete, event, func, insert, select
 
 os.environ["APP_ENV"] = "testing"
 
@@ -180,6 +180,35 @@ def add_numbered_users(count: int, name: str = "User") -> None:
                                    for n in range(1, count + 1)])
     session.commit()
     Session.remove()
+
+
+class Statements(list):
+    """The SQL statements an engine ran, as (statement, parameters), in order.
+
+    Only statements that read or write data are kept: transaction control (BEGIN,
+    SAVEPOINT, RELEASE) differs between backends and between the test fixtures, and
+    is not what "a page costs two statements" is about.
+    """
+
+    DATA = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+
+    def record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith(self.DATA):
+            self.append((statement, parameters))
+
+    def sql(self) -> list[str]:
+        return [statement for statement, _ in self]
+
+
+@pytest.fixture
+def statements(app):
+    """Counts the statements the app's engine runs, hooked on before_cursor_execute.
+    Call `.clear()` after setting up, then make the request under test."""
+    engine = get_engine(app)
+    seen = Statements()
+    event.listen(engine, "before_cursor_execute", seen.record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", seen.record)
 
 
 class Forms:
