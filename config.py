@@ -21,6 +21,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"expected a number of seconds, 0 or more, got {value!r}")
+    return number
+
+
 def _seconds(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -44,6 +51,9 @@ class Config:
     DB_POOL_TIMEOUT = 5.0  # seconds a request waits for a pooled connection
     DB_POOL_RECYCLE = 1800  # seconds before a PostgreSQL connection is replaced
     DB_CONNECT_TIMEOUT = 5  # seconds to establish a PostgreSQL connection
+    # A PostgreSQL connection idle in the pool this long is pinged before use; one
+    # reused sooner is not (0: ping on every checkout). See webapp.db.
+    DB_PING_AFTER_IDLE = 1.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 1024 * 1024
     SESSION_COOKIE_HTTPONLY = True
@@ -88,6 +98,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_POOL_TIMEOUT": _seconds,
     "DB_POOL_RECYCLE": _positive_int,
     "DB_CONNECT_TIMEOUT": _positive_int,
+    "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
 }
 

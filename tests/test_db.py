@@ -30,11 +30,11 @@ def test_without_database_url_the_default_is_a_sqlite_file_in_the_instance_folde
     assert (tmp_path / "instance").is_dir()
 
 
-def test_postgresql_pool_is_pre_pinged_recycled_sized_for_every_thread_and_quick_to_give_up():
+def test_postgresql_pool_is_recycled_sized_for_every_thread_and_quick_to_give_up():
     settings = {**SETTINGS, "GUNICORN_THREADS": 8}
     options = engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
 
-    assert options["pool_pre_ping"] is True
+    assert "pool_pre_ping" not in options  # idle connections are pinged instead: test_pool.py
     assert options["pool_recycle"] == Config.DB_POOL_RECYCLE
     assert options["pool_size"] >= 8
     assert options["pool_timeout"] <= 10
