@@ -27,7 +27,7 @@ bench-scale: $(VENV)/.bench ## get-by-id, deep pages and search at 10k and 1M us
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 bench-profile: $(VENV)/.bench ## where the app's time goes on get-by-id and create (pyinstrument)
-	$(BIN)/python bench/profile.py $(BENCH_ARGS)
+	$(BIN)/python bench/hotpath.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,7 +4,7 @@ Runs get-by-id and create requests straight through the app's WSGI callable (no
 server, no network, so the app's own work is all there is) on a scratch
 PostgreSQL database, under pyinstrument, and prints each call tree.
 
-    python bench/profile.py [--server URL] [--requests N]
+    python bench/hotpath.py [--server URL] [--requests N]
 """
 
 import argparse
