@@ -28,7 +28,12 @@ def test_a_search_on_a_large_table_reads_the_trigram_indexes_on_postgresql_and_s
         client, statements, rolled_back, backend):
     add_numbered_users(20_000)
     add_users(("Ada Lovelace", "countess@example.com"))
-    rolled_back.exec_driver_sql("ANALYZE users")  # the statistics a real table of this size has
+    # A table in its steady state, as (auto)vacuum leaves it: the GIN pending lists
+    # merged into the indexes, and statistics that describe the rows.
+    if backend == "postgresql":
+        rolled_back.exec_driver_sql("SELECT gin_clean_pending_list('ix_users_name_trgm'), "
+                                    "gin_clean_pending_list('ix_users_email_trgm')")
+    rolled_back.exec_driver_sql("ANALYZE users")
 
     statements.clear()
     body = client.get("/api/users?q=LOVEL").get_json()
