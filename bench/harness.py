@@ -147,14 +147,15 @@ class Scenario:
 
     name: str
     paths: list[str] | None = None  # None: create
+    path_file: Path | None = None  # written on first use, one per scenario (never shared)
 
     def wrk_args(self, workdir: Path) -> list[str]:
         if self.paths is None:
             return ["-s", str(WRK_SCRIPTS / "create.lua"), "--", secrets.token_hex(4)]
-        path_file = workdir / f"{self.name.replace(' ', '-')}.txt"
-        if not path_file.exists():
-            path_file.write_text("\n".join(self.paths) + "\n")
-        return ["-s", str(WRK_SCRIPTS / "paths.lua"), "--", str(path_file), str(random.randrange(1 << 30))]
+        if self.path_file is None:
+            self.path_file = workdir / f"paths-{secrets.token_hex(6)}.txt"
+            self.path_file.write_text("\n".join(self.paths) + "\n")
+        return ["-s", str(WRK_SCRIPTS / "paths.lua"), "--", str(self.path_file), str(random.randrange(1 << 30))]
 
 
 def wrk_available() -> bool:
