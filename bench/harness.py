@@ -96,6 +96,26 @@ def seed(database_url: str, count: int) -> float:
 # -- servers ------------------------------------------------------------------------
 
 
+@dataclass
+class Server:
+    base: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) spent so far by the gunicorn master and its workers:
+        on a shared machine a steadier measure of a request's cost than requests/s."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, rest = stat.read_text().split(" (", 1)
+            except OSError:
+                continue  # the process ended meanwhile
+            fields = rest.rsplit(") ", 1)[1].split()  # from field 3, the state, on
+            if int(pid) == self.pid or int(fields[1]) == self.pid:
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def gunicorn(module: str, database_url: str, logs: Path):
     """`gunicorn -c gunicorn.conf.py MODULE` on a free port, healthy, then terminated."""
@@ -119,7 +139,7 @@ def gunicorn(module: str, database_url: str, logs: Path):
                 raise RuntimeError(f"{module} did not become healthy; see {log_file.name}")
             time.sleep(0.2)
         log(f"{module} on {base}")
-        yield base
+        yield Server(base, server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -139,6 +159,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     failed: int  # socket errors and responses with a 4xx/5xx status
+    requests: int = 0
+    cpu_ms: float = 0.0  # server CPU time per request
 
 
 @dataclass
@@ -162,11 +184,15 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def drive(base: str, scenario: Scenario, seconds: float, connections: int, workdir: Path) -> Result:
-    """Load `base` with `scenario` for `seconds` over `connections` keep-alive connections."""
+def drive(server: Server, scenario: Scenario, seconds: float, connections: int, workdir: Path) -> Result:
+    """Load `server` with `scenario` for `seconds` over `connections` keep-alive connections."""
+    cpu_before = server.cpu_seconds()
     if wrk_available():
-        return _wrk(base, scenario, seconds, connections, workdir)
-    return _python_client(base, scenario, seconds, connections)
+        result = _wrk(server.base, scenario, seconds, connections, workdir)
+    else:
+        result = _python_client(server.base, scenario, seconds, connections)
+    result.cpu_ms = 1000 * (server.cpu_seconds() - cpu_before) / max(1, result.requests)
+    return result
 
 
 def _wrk(base, scenario, seconds, connections, workdir) -> Result:
@@ -178,7 +204,7 @@ def _wrk(base, scenario, seconds, connections, workdir) -> Result:
     summary = json.loads(finished.stdout.strip().splitlines()[-1])
     return Result(rps=summary["requests"] / (summary["duration_us"] / 1e6),
                   p50_ms=summary["p50_us"] / 1000, p99_ms=summary["p99_us"] / 1000,
-                  failed=summary["socket_errors"] + summary["bad_status"])
+                  failed=summary["socket_errors"] + summary["bad_status"], requests=summary["requests"])
 
 
 def _python_client(base, scenario, seconds, connections) -> Result:
@@ -227,7 +253,7 @@ def _python_client(base, scenario, seconds, connections) -> Result:
     return Result(rps=len(latencies) / elapsed,
                   p50_ms=1000 * latencies[len(latencies) // 2],
                   p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-                  failed=failed[0])
+                  failed=failed[0], requests=len(latencies))
 
 
 def combine(results: list[Result]) -> Result:
@@ -235,7 +261,8 @@ def combine(results: list[Result]) -> Result:
     return Result(rps=statistics.median(r.rps for r in results),
                   p50_ms=statistics.median(r.p50_ms for r in results),
                   p99_ms=statistics.median(r.p99_ms for r in results),
-                  failed=sum(r.failed for r in results))
+                  failed=sum(r.failed for r in results), requests=sum(r.requests for r in results),
+                  cpu_ms=statistics.median(r.cpu_ms for r in results))
 
 
 # -- paths --------------------------------------------------------------------------

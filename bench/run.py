@@ -53,27 +53,30 @@ def main() -> int:
             results = {}
             for scenario in plan:
                 runs = {"app": [], "floor": []}
-                for name, base in servers.items():  # warm both up: imports, pools, caches
-                    harness.drive(base, scenario, args.warmup, args.connections, work)
+                for name, server in servers.items():  # warm both up: imports, pools, caches
+                    harness.drive(server, scenario, args.warmup, args.connections, work)
                 for round_ in range(args.rounds):
-                    for name, base in servers.items():  # A, B, A, B
-                        result = harness.drive(base, scenario, args.seconds, args.connections, work)
+                    for name, server in servers.items():  # A, B, A, B
+                        result = harness.drive(server, scenario, args.seconds, args.connections, work)
                         runs[name].append(result)
                         log(f"{scenario.name:<10} {name:<5} round {round_ + 1}: {result.rps:7.0f} req/s  "
-                            f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  failed {result.failed}")
+                            f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                            f"CPU {result.cpu_ms:5.2f} ms/req  failed {result.failed}")
                 results[scenario.name] = {name: harness.combine(r) for name, r in runs.items()}
 
     rows = []
     for name, pair in results.items():
         app_, floor_ = pair["app"], pair["floor"]
         rows.append([name, f"{app_.rps:.0f}", f"{floor_.rps:.0f}", f"{app_.rps / floor_.rps:.2f}",
+                     f"{app_.cpu_ms:.2f}", f"{floor_.cpu_ms:.2f}", f"{floor_.cpu_ms / app_.cpu_ms:.2f}",
                      f"{app_.p50_ms:.2f} / {app_.p99_ms:.2f}", f"{floor_.p50_ms:.2f} / {floor_.p99_ms:.2f}"])
     print()
     print(f"{args.users} users; {args.rounds} rounds of {args.seconds:g} s per server and scenario, "
-          f"{args.connections} connections; medians of the rounds")
+          f"{args.connections} connections; medians of the rounds. CPU = server CPU time per request "
+          "(gunicorn master and workers); floor/app CPU compares cost the way app/floor compares req/s")
     print()
-    print(harness.table(["scenario", "app req/s", "floor req/s", "app/floor", "app p50 / p99 ms",
-                         "floor p50 / p99 ms"], rows))
+    print(harness.table(["scenario", "app req/s", "floor req/s", "app/floor", "app CPU ms/req",
+                         "floor CPU ms/req", "floor/app CPU", "app p50 / p99 ms", "floor p50 / p99 ms"], rows))
     failed = {name: pair[s].failed for name, pair in results.items() for s in pair if pair[s].failed}
     if failed:
         print(f"\nFAILED REQUESTS: {failed}")

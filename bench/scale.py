@@ -68,14 +68,15 @@ def main() -> int:
         results = {}
         for index, name in enumerate(scenario.name for scenario in plans["small"]):
             runs = {"small": [], "large": []}
-            for size, base in servers.items():
-                harness.drive(base, plans[size][index], args.warmup, args.connections, work)
+            for size, server in servers.items():
+                harness.drive(server, plans[size][index], args.warmup, args.connections, work)
             for round_ in range(args.rounds):
-                for size, base in servers.items():  # small, large, small, large
-                    result = harness.drive(base, plans[size][index], args.seconds, args.connections, work)
+                for size, server in servers.items():  # small, large, small, large
+                    result = harness.drive(server, plans[size][index], args.seconds, args.connections, work)
                     runs[size].append(result)
                     log(f"{name:<36} {size:<5} round {round_ + 1}: {result.rps:7.0f} req/s  "
-                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  failed {result.failed}")
+                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                        f"CPU {result.cpu_ms:5.2f} ms/req  failed {result.failed}")
             results[name] = {size: harness.combine(r) for size, r in runs.items()}
 
     small, large = f"{args.small:,}", f"{args.large:,}"
@@ -83,15 +84,17 @@ def main() -> int:
     for name, pair in results.items():
         s, l = pair["small"], pair["large"]  # noqa: E741
         rows.append([name, f"{s.rps:.0f}", f"{s.p50_ms:.2f} / {s.p99_ms:.2f}", f"{l.rps:.0f}",
-                     f"{l.p50_ms:.2f} / {l.p99_ms:.2f}", f"{s.rps / l.rps:.2f}"])
+                     f"{l.p50_ms:.2f} / {l.p99_ms:.2f}", f"{s.rps / l.rps:.2f}", f"{l.cpu_ms / s.cpu_ms:.2f}"])
     print()
     print(f"seed-users: {small} users in {seeded['small']:.0f} s, {large} in {seeded['large']:.0f} s "
           f"({args.large / seeded['large']:.0f} users/s)")
     print(f"{args.rounds} rounds of {args.seconds:g} s per size and scenario, {args.connections} connections; "
-          "medians of the rounds; cost ratio = time per request at the large size over the small")
+          "medians of the rounds; cost ratio = time per request at the large size over the small "
+          "(from req/s), CPU ratio = the app's CPU time per request, large over small (the database's "
+          "own work is not in it)")
     print()
     print(harness.table(["scenario", f"{small}: req/s", "p50 / p99 ms", f"{large}: req/s", "p50 / p99 ms",
-                         "cost ratio"], rows))
+                         "cost ratio", "CPU ratio"], rows))
     failed = {name: pair[s].failed for name, pair in results.items() for s in pair if pair[s].failed}
     if failed:
         print(f"\nFAILED REQUESTS: {failed}")
