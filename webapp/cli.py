@@ -72,8 +72,9 @@ def init_db() -> None:
 def seed_users(count: int, batch: int) -> None:
     """Add COUNT fake users, BATCH per transaction, in multi-row INSERTs.
 
-    A million users takes a minute or two on PostgreSQL, most of it spent updating
-    the trigram indexes. Each batch is one transaction with its users' history.
+    A million users took two to three minutes on PostgreSQL on a busy 2-core machine,
+    much of it in the database updating the trigram indexes. Each batch is one
+    transaction, its users' history included.
     """
     users = User.__table__  # Core, not the ORM: nothing here needs identity tracking
     session = Session()
