@@ -181,9 +181,9 @@ def _ping_idle_connections(engine: Engine, after_idle: float) -> None:
     a dead one found by the ping is replaced before the request sees it. A
     connection back in the pool for less than that was alive a moment ago, and
     under load that is every connection: pinging it would add a round trip to
-    every request. The price: a server restart under load fails the requests
-    already holding a connection (503, Retry-After), and the disconnect they hit
-    renews the rest of the pool. DB_PING_AFTER_IDLE=0 pings on every checkout.
+    every request. The price: a server restart under load fails the requests that
+    reuse a connection at that moment (503, Retry-After), and the disconnect they
+    hit renews the rest of the pool. DB_PING_AFTER_IDLE=0 pings on every checkout.
     """
 
     @event.listens_for(engine, "checkin")

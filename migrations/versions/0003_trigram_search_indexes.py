@@ -4,9 +4,9 @@ Revision ID: 0003
 Revises: 0002
 
 `q` searches are `ILIKE '%fragment%'` on name and email. A B-tree cannot serve a
-leading wildcard; a pg_trgm GIN index can, so a search costs about the same on a
-million users as on ten thousand. SQLite has no pg_trgm: there a search scans the
-table, and this revision does nothing.
+leading wildcard; a pg_trgm GIN index can, so a search for a fragment few users
+match costs about the same on a million users as on ten thousand. SQLite has no
+pg_trgm: there a search scans the table, and this revision does nothing.
 """
 
 from alembic import op
