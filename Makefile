@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-.PHONY: run test lint browser upgrade bench-import clean
+.PHONY: run test lint browser upgrade clean bench bench-scale bench-profile bench-import
 
 run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn on http://127.0.0.1:$(PORT)
 	$(BIN)/flask --app wsgi db upgrade
@@ -26,6 +26,15 @@ bench-import: $(VENV)/.runtime ## import 100k rows on PostgreSQL beside COPY and
 upgrade: $(VENV)/.runtime ## migrate the schema to head
 	$(BIN)/flask --app wsgi db upgrade
 
+bench: $(VENV)/.bench ## the app against a bare Flask + psycopg2 floor, side by side, on PostgreSQL
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-scale: $(VENV)/.bench ## get-by-id, deep pages and search at 10k and 1M users
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
+
+bench-profile: $(VENV)/.bench ## where the app's time goes on get-by-id and create (pyinstrument)
+	$(BIN)/python bench/hotpath.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis test-artifacts
 
@@ -44,3 +53,11 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 	touch $(VENV)/.runtime
+
+# wrk drives the benchmarks when it can be installed; without it they fall back
+# to a Python client (slower, so it measures less precisely).
+$(VENV)/.bench: bench/requirements.txt requirements.txt $(VENV)/.python
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| echo "wrk could not be installed: the benchmarks will use their Python client"
+	touch $@

@@ -21,6 +21,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"expected a number of seconds, 0 or more, got {value!r}")
+    return number
+
+
 def _seconds(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -49,6 +56,10 @@ class Config:
     DB_STATEMENT_TIMEOUT = 15.0
     # ...and a session idle inside a transaction this long is closed.
     DB_IDLE_IN_TRANSACTION_TIMEOUT = 30.0
+    # 0: pool_pre_ping, every PostgreSQL checkout is pinged. > 0: only a connection
+    # idle in the pool this long is pinged, saving a round trip per request at the
+    # price of failing (503) the requests that meet a restart. See webapp.db.
+    DB_PING_AFTER_IDLE = 0.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
     SESSION_COOKIE_HTTPONLY = True
@@ -57,6 +68,9 @@ class Config:
     HSTS_SECONDS = 0  # Strict-Transport-Security max-age; 0 sends none
     DEFAULT_PER_PAGE = 20
     MAX_PER_PAGE = 100
+    # A list's total is counted exactly up to this many rows, then reported as
+    # capped: counting a whole large table on every page would cost O(table size).
+    LIST_TOTAL_CAP = 10_000
 
 
 class DevelopmentConfig(Config):
@@ -97,6 +111,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_CONNECT_TIMEOUT": _positive_int,
     "DB_STATEMENT_TIMEOUT": _seconds,
     "DB_IDLE_IN_TRANSACTION_TIMEOUT": _seconds,
+    "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
 }
 

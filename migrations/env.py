@@ -8,6 +8,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+from webapp.migrations import include_object
 from webapp.models import Base
 
 config = context.config
@@ -22,6 +23,7 @@ def run(connection) -> None:
         # SQLite cannot ALTER most things: Alembic copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -20,7 +20,7 @@ import sqlite3
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, delete, func, make_url, select
+from sqlalchemy import create_engine, delete, event, func, insert, make_url, select
 
 os.environ["APP_ENV"] = "testing"
 
@@ -271,6 +271,44 @@ def app_backends(database_url: str) -> list[dict]:
     finally:
         engine.dispose()
     return [dict(row) for row in rows]
+
+
+def add_numbered_users(count: int, name: str = "User") -> None:
+    """Store `count` users named "<name> <n>" in one bulk insert (no audit rows)."""
+    session = Session()
+    session.execute(insert(User), [{"name": f"{name} {n}", "email": f"{name.lower()}{n}@example.com"}
+                                   for n in range(1, count + 1)])
+    session.commit()
+    Session.remove()
+
+
+class Statements(list):
+    """The SQL statements an engine ran, as (statement, parameters), in order.
+
+    Only statements that read or write data are kept: transaction control (BEGIN,
+    SAVEPOINT, RELEASE) differs between backends and between the test fixtures, and
+    is not what "a page costs two statements" is about.
+    """
+
+    DATA = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+
+    def record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith(self.DATA):
+            self.append((statement, parameters))
+
+    def sql(self) -> list[str]:
+        return [statement for statement, _ in self]
+
+
+@pytest.fixture
+def statements(app):
+    """Counts the statements the app's engine runs, hooked on before_cursor_execute.
+    Call `.clear()` after setting up, then make the request under test."""
+    engine = get_engine(app)
+    seen = Statements()
+    event.listen(engine, "before_cursor_execute", seen.record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", seen.record)
 
 
 class Forms:

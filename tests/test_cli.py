@@ -4,11 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import inspect
+import pytest
+from sqlalchemy import func, inspect, select
 
-from conftest import user_count
+from conftest import stored_users, user_count
 from webapp import create_app, migrations
-from webapp.db import get_engine
+from webapp.db import Session, get_engine
+from webapp.models import AuditEntry
 
 
 def test_init_db_upgrades_an_empty_database_to_the_latest_migration(tmp_path):
@@ -55,11 +57,29 @@ def test_init_db_is_safe_to_run_twice(runner, committing):
 
 
 def test_seed_users_adds_that_many_distinct_users(runner, committing):
-    result = runner.invoke(args=["seed-users", "1500"])  # more than one batch
+    result = runner.invoke(args=["seed-users", "1500"])
 
     assert result.exit_code == 0, result.output
     assert "Added 1500 users" in result.output
     assert user_count() == 1500
+
+
+def test_seed_users_in_batches_adds_every_user_with_its_history(runner, committing):
+    result = runner.invoke(args=["seed-users", "2500", "--batch", "1000"])  # the last batch is partial
+
+    assert result.exit_code == 0, result.output
+    assert user_count() == 2500
+    assert len(set(email for _, email in stored_users())) == 2500
+    assert Session().scalar(select(func.count()).select_from(AuditEntry)) == 2500
+    Session.remove()
+
+
+@pytest.mark.parametrize("batch", ["0", "50001"])
+def test_seed_users_refuses_a_batch_size_out_of_bounds(runner, committing, batch):
+    result = runner.invoke(args=["seed-users", "10", "--batch", batch])
+
+    assert result.exit_code != 0
+    assert user_count() == 0
 
 
 def test_seed_users_refuses_a_count_below_one(runner, committing):

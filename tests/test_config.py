@@ -54,7 +54,8 @@ def test_the_callers_overrides_win_over_the_environment(make_app, monkeypatch, t
 
 @pytest.mark.parametrize("name, value", [("DB_POOL_TIMEOUT", "soon"), ("DB_POOL_SIZE", "0"),
                                          ("GUNICORN_THREADS", "-1"), ("DB_STATEMENT_TIMEOUT", "0"),
-                                         ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "later")])
+                                         ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "later"),
+                                         ("DB_PING_AFTER_IDLE", "-1")])
 def test_a_bad_environment_value_stops_start_up_naming_the_variable(make_app, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
 

@@ -41,6 +41,13 @@ def test_postgresql_pool_is_pre_pinged_recycled_sized_for_every_thread_and_quick
     assert options["connect_args"]["connect_timeout"] == Config.DB_CONNECT_TIMEOUT
 
 
+def test_ping_after_idle_replaces_pool_pre_ping_when_asked():
+    settings = {**SETTINGS, "DB_PING_AFTER_IDLE": 1.0}
+    options = engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+
+    assert options["pool_pre_ping"] is False  # the idle ping is tested in test_pool.py
+
+
 def test_an_explicit_pool_size_wins_over_the_thread_count():
     settings = {**SETTINGS, "GUNICORN_THREADS": 4, "DB_POOL_SIZE": 12}
 

@@ -23,7 +23,10 @@ def fresh_app(tmp_path):
 
 def schema_differences(app) -> list:
     with get_engine(app).connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        # The same filter env.py gives autogenerate: PostgreSQL-only indexes are
+        # compared on PostgreSQL and left out on SQLite.
+        context = MigrationContext.configure(connection, opts={
+            "compare_type": True, "include_object": migrations.include_object(connection.dialect.name)})
         return compare_metadata(context, Base.metadata)
 
 
@@ -46,7 +49,7 @@ def test_downgrade_to_base_then_upgrade_round_trips(fresh_app):
 
 
 def test_every_step_upgrades_and_downgrades_one_revision_at_a_time(fresh_app):
-    revisions = ["0001", "0002"]
+    revisions = ["0001", "0002", "0003"]
     assert revisions[-1] == migrations.head()
 
     for revision in revisions:

@@ -10,7 +10,7 @@ from werkzeug.exceptions import NotFound, UnsupportedMediaType
 from . import audit, exports, imports, users
 from .errors import problem
 from .models import User
-from .schemas import (audit_page_schema, import_args_schema, import_report_schema, list_args_schema,
+from .schemas import (audit_page_schema, encode_cursor, import_args_schema, import_report_schema, list_args_schema,
                       page_args_schema, search_args_schema, user_page_schema, user_schema)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -42,8 +42,20 @@ def expected_versions(user_id: int) -> set[int] | None:
 
 @bp.get("/users")
 def list_users() -> Response:
+    """A page of users. `next` (also a Link header) is the URL of the following page,
+    by cursor, so walking a list of any size costs the same per page."""
     args = list_args_schema.load(request.args)
-    return jsonify(user_page_schema.dump(users.list_users(**args)))
+    page = users.list_users(**args)
+    next_url = None
+    if page.has_next:
+        next_url = url_for(".list_users", q=args["q"] or None, per_page=page.per_page,
+                           cursor=encode_cursor(page.next_after), _external=True)
+    response = jsonify(user_page_schema.dump({
+        "items": page.items, "page": page.page, "per_page": page.per_page, "total": page.total,
+        "total_capped": page.total_capped, "next": next_url}))
+    if next_url:
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return response
 
 
 @bp.post("/users")

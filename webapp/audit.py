@@ -25,13 +25,18 @@ def init_app(app: Flask) -> None:
         event.listen(Session, "after_flush", _after_flush)
 
 
+# Built once: a statement made per call costs a cache-key computation per request.
+_INSERT = insert(AuditEntry.__table__)
+
+
 def record(session: OrmSession, action: str, entries: Iterable[tuple[int, dict[str, list[Any]]]]) -> None:
     """Write audit rows for (user id, {field: [old, new]}) pairs in the session's transaction."""
-    at, rid = utcnow(), request_id.current()
-    rows = [{"user_id": user_id, "action": action, "changes": changes, "at": at, "request_id": rid}
-            for user_id, changes in entries]
+    rows = [{"user_id": user_id, "action": action, "changes": changes} for user_id, changes in entries]
     if rows:
-        session.connection().execute(insert(AuditEntry.__table__), rows)
+        at, rid = utcnow(), request_id.current()
+        for row in rows:
+            row["at"], row["request_id"] = at, rid
+        session.connection().execute(_INSERT, rows)
 
 
 def record_inserts(session: OrmSession, users: Iterable[dict[str, Any]]) -> None:

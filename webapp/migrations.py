@@ -32,6 +32,21 @@ def head() -> str:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
+def include_object(dialect_name: str):
+    """Alembic's include_object filter for a database of `dialect_name`.
+
+    Objects the models declare for another backend only (models.postgresql_only,
+    such as the trigram indexes) do not exist there by design: leave them out of
+    autogenerate's comparison instead of reporting them missing.
+    """
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:
+        only_on = getattr(obj, "info", {}).get("only_on")
+        return only_on is None or only_on == dialect_name
+
+    return include
+
+
 def _config() -> Config:
     return Config(str(ALEMBIC_INI))
 

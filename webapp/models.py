@@ -36,6 +36,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def postgresql_only(index: Index) -> Index:
+    """An index that exists on PostgreSQL only: CREATE INDEX is emitted there alone
+    (ddl_if), and migrations.include_object hides it from autogenerate elsewhere."""
+    index.info["only_on"] = "postgresql"
+    return index.ddl_if(dialect="postgresql")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -54,7 +61,15 @@ class User(Base):
     # a write based on a stale read matches no row instead of overwriting silently.
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
 
-    __table_args__ = (Index("uq_users_email", "email", unique=True),)
+    __table_args__ = (
+        Index("uq_users_email", "email", unique=True),
+        # Substring search (ILIKE '%fragment%') on PostgreSQL: trigram GIN indexes.
+        # SQLite has no such index and scans; see postgresql_only.
+        postgresql_only(Index("ix_users_name_trgm", "name", postgresql_using="gin",
+                              postgresql_ops={"name": "gin_trgm_ops"})),
+        postgresql_only(Index("ix_users_email_trgm", "email", postgresql_using="gin",
+                              postgresql_ops={"email": "gin_trgm_ops"})),
+    )
     __mapper_args__ = {"version_id_col": version}
 
     def __repr__(self) -> str:

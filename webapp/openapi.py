@@ -124,9 +124,12 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
     return {
         "api.list_users": ("get", {
             "operationId": "listUsers", "tags": ["users"], "summary": "List users, a page at a time",
-            "description": "In id order, optionally narrowed by `q`. A page past the end is empty.",
+            "description": "In id order, optionally narrowed by `q`. A page past the end is empty. "
+                           "Shallow pages by `page`; any depth by following `next` (a `cursor`).",
             "parameters": [{"in": "query", "schema": ListArgsSchema}],
-            "responses": {"200": _json("One page of users.", UserPageSchema),
+            "responses": {"200": _json("One page of users.", UserPageSchema, headers={"Link": {
+                "description": 'The next page, `<URL>; rel="next"`, when there is one.',
+                "schema": {"type": "string"}}}),
                           "422": _problem("A query argument is invalid."), "503": unavailable},
         }),
         "api.create_user": ("post", {

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 
 from . import audit, exports, imports, users
 from .errors import error_response
-from .schemas import (import_args_schema, list_args_schema, page_args_schema, search_args_schema,
+from .schemas import (encode_cursor, import_args_schema, list_args_schema, page_args_schema, search_args_schema,
                       user_form_schema, user_schema)
 
 # The upload form lists this many rejected rows; the rest are counted.
@@ -30,7 +30,9 @@ def index() -> Response:
 @bp.get("/users")
 def list_users() -> str:
     args = list_args_schema.load(request.args)
-    return render_template("users/list.html", page=users.list_users(**args), q=args["q"])
+    page = users.list_users(**args)
+    next_cursor = encode_cursor(page.next_after) if page.has_next else None
+    return render_template("users/list.html", page=page, q=args["q"], next_cursor=next_cursor)
 
 
 @bp.get("/users.csv")

@@ -5,11 +5,16 @@ dumped through it. Fields the server sets are dump_only, so a client that sends
 them gets "Unknown field." like any other stray key.
 """
 
+import base64
+import binascii
+import json
 import re
 from typing import Any
 
 from flask import current_app
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from .routing import MAX_ID
 
 
 # Unicode category Cc: the C0 controls, DEL and the C1 controls.
@@ -110,8 +115,53 @@ class SearchArgsSchema(Schema):
     )
 
 
+def encode_cursor(after: int) -> str:
+    """The opaque token for "the page after the user with id `after`"."""
+    payload = json.dumps({"after": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+
+
+class Cursor(fields.Field):
+    """An opaque keyset cursor, loaded as the id the page starts after.
+
+    Clients get cursors from a list's `next` link and send them back unchanged;
+    anything else (edited, truncated, made up) is "Not a valid cursor.", a 422.
+    """
+
+    default_error_messages = {"invalid": "Not a valid cursor."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise self.make_error("invalid")
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        except (binascii.Error, ValueError):
+            raise self.make_error("invalid") from None
+        after = decoded.get("after") if isinstance(decoded, dict) and len(decoded) == 1 else None
+        if type(after) is not int or not 0 <= after <= MAX_ID:
+            raise self.make_error("invalid")
+        return after
+
+
 class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
-    """Query arguments of a user list."""
+    """Query arguments of a user list: a page by number (shallow pages) or by cursor
+    (any depth, the `next` link), optionally narrowed by a search."""
+
+    after = Cursor(data_key="cursor", load_default=None,
+                   metadata={"description": "The opaque token of a list's `next` link: the page after it."})
+
+    @validates_schema(pass_original=True)
+    def page_or_cursor(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        if "cursor" in original and "page" in original:
+            raise ValidationError("Give either page or cursor, not both.", "cursor")
+
+    @post_load
+    def no_page_number_after_a_cursor(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # A page reached by cursor has no number: counting the rows before it is
+        # exactly the work keyset pagination avoids.
+        if data["after"] is not None:
+            data["page"] = None
+        return data
 
 
 IMPORT_MODES = ("atomic", "partial")
@@ -150,9 +200,13 @@ class UserPageSchema(Schema):
         ordered = True
 
     items = fields.List(fields.Nested(UserSchema), required=True)
-    page = fields.Integer(required=True)
+    page = fields.Integer(required=True, allow_none=True, metadata={"description": "null for a page reached by cursor."})
     per_page = fields.Integer(required=True, metadata={"description": "The page size used, after the cap."})
-    total = fields.Integer(required=True, metadata={"description": "Users matching, on every page."})
+    total = fields.Integer(required=True, metadata={
+        "description": "Users matching, exact up to LIST_TOTAL_CAP; past it, the cap (see total_capped)."})
+    total_capped = fields.Boolean(required=True, metadata={"description": "More users match than total says."})
+    next = fields.String(required=True, allow_none=True, metadata={
+        "description": "The URL of the next page (a cursor), also in a Link header; null on the last page."})
 
 
 class ProblemSchema(Schema):
