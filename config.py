@@ -58,7 +58,7 @@ class Config:
     DB_IDLE_IN_TRANSACTION_TIMEOUT = 30.0
     # 0: pool_pre_ping, every PostgreSQL checkout is pinged. > 0: only a connection
     # idle in the pool this long is pinged, saving a round trip per request at the
-    # price of failing (503) the requests that meet a restart. See webapp.db.
+    # price of failing (503) the requests that meet a restart. See webapp.engine.
     DB_PING_AFTER_IDLE = 0.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included

@@ -11,39 +11,23 @@ commit per row (measured on fewer rows: it is slow); then the peak memory of
 
 import argparse
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine  # noqa: E402
+from harness import DEFAULT_SERVER, scratch_database  # noqa: E402
 
 from webapp import create_app, imports, migrations  # noqa: E402
-from webapp.db import Session, get_engine, with_shipped_driver  # noqa: E402
+from webapp.db import Session, get_engine  # noqa: E402
 from webapp.models import User  # noqa: E402
 
-SERVER = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@contextmanager
-def scratch_database():
-    server = create_engine(with_shipped_driver(SERVER), isolation_level="AUTOCOMMIT")
-    name = f"bench_import_{secrets.token_hex(4)}"
-    with server.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with server.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        server.dispose()
+SERVER = os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER)
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -133,7 +117,7 @@ def main() -> None:
     parser.add_argument("--memory-rows", type=int, default=1_000_000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as folder, scratch_database() as url:
+    with tempfile.TemporaryDirectory() as folder, scratch_database(SERVER) as url:
         data = Path(folder) / "users.csv"
         write_csv(data, args.rows)
         app = create_app({"DATABASE_URL": url})
@@ -161,7 +145,7 @@ def main() -> None:
 
         big = Path(folder) / "big.csv"
         write_csv(big, args.memory_rows)
-        with scratch_database() as memory_url:
+        with scratch_database(SERVER) as memory_url:
             app = create_app({"DATABASE_URL": memory_url})
             with app.app_context():
                 migrations.upgrade("head")

@@ -28,7 +28,7 @@ import pg_cluster as pg  # noqa: E402
 from server import Server  # noqa: E402
 from webapp import create_app, migrations  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
-from webapp.db import with_shipped_driver  # noqa: E402
+from webapp.engine import with_shipped_driver  # noqa: E402
 from webapp.models import AuditEntry, User  # noqa: E402
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()

@@ -8,7 +8,8 @@ from sqlalchemy import event, text
 
 from config import Config
 from webapp import create_app
-from webapp.db import Session, database_url, engine_options, get_engine
+from webapp.db import Session, get_engine
+from webapp.engine import database_url, engine_options
 
 SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
 

@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import Forms, add_users, stored_users, user_count
+from conftest import add_users, stored_users, user_count
 from webapp import create_app
 from webapp.db import Session, get_engine
 

@@ -13,7 +13,8 @@ from sqlalchemy.exc import OperationalError
 from config import Config
 from conftest import app_backends, users_table_held
 from webapp import create_app
-from webapp.db import database_url, engine_options, get_engine
+from webapp.db import get_engine
+from webapp.engine import database_url, engine_options
 
 SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
 

@@ -1,0 +1,151 @@
+"""The engine: one per process, built from config, with the options its backend needs.
+
+PostgreSQL URLs are pinned to psycopg2; PostgreSQL connections carry server-side
+timeouts and are pinged before use; SQLite gets WAL, a busy timeout, foreign keys
+and transactions we begin ourselves (BEGIN IMMEDIATE for writes). webapp.db builds
+it in init_app and owns everything that happens to sessions on top of it.
+"""
+
+import os
+import sqlite3
+import time
+from typing import Any
+
+from flask import has_request_context, request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def database_url(config: dict[str, Any], instance_path: str) -> URL:
+    """The configured URL, with PostgreSQL pinned to psycopg2, or the SQLite default."""
+    raw = config.get("DATABASE_URL")
+    if not raw:
+        os.makedirs(instance_path, exist_ok=True)
+        return make_url("sqlite:///" + os.path.join(instance_path, "webapp.sqlite3"))
+    return with_shipped_driver(make_url(raw))
+
+
+def with_shipped_driver(url: URL | str) -> URL:
+    """`url` with a bare postgresql:// or postgres:// pinned to psycopg2.
+
+    SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which we do not ship,
+    and no longer knows the postgres:// spelling some hosts hand out.
+    """
+    url = make_url(url)
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg2")
+    return url
+
+
+def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
+    """create_engine() keyword arguments for the URL's backend."""
+    threads = config["GUNICORN_THREADS"]
+    options: dict[str, Any] = {
+        "echo": config["SQL_ECHO"],
+        # Every thread holds at most one connection (its session's), so a pool of
+        # one per thread never makes a request wait for another one to finish.
+        "pool_size": config["DB_POOL_SIZE"] or threads,
+        "max_overflow": config["DB_MAX_OVERFLOW"],
+        "pool_timeout": config["DB_POOL_TIMEOUT"],
+    }
+    if url.get_backend_name() == "sqlite":
+        # A pooled connection is used by one thread at a time, but not always the
+        # thread that opened it.
+        options["connect_args"] = {"check_same_thread": False}
+    elif url.get_backend_name() == "postgresql":
+        # Connections killed by a server restart or an idle cut-off are replaced
+        # before a request sees them: by pool_pre_ping, a round trip on every
+        # checkout; or, with DB_PING_AFTER_IDLE > 0, only for connections that sat
+        # idle that long (_ping_idle_connections), which saves that round trip.
+        options["pool_pre_ping"] = not config["DB_PING_AFTER_IDLE"]
+        options["pool_recycle"] = config["DB_POOL_RECYCLE"]
+        options["connect_args"] = {
+            "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+            "application_name": "webapp",
+            # Stuck work ends on the server's side, whatever the client does.
+            "options": " ".join([
+                f"-c statement_timeout={_milliseconds(config['DB_STATEMENT_TIMEOUT'])}",
+                f"-c idle_in_transaction_session_timeout="
+                f"{_milliseconds(config['DB_IDLE_IN_TRANSACTION_TIMEOUT'])}",
+            ]),
+        }
+    return options
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Engine:
+    """The process's engine, configured for its backend."""
+    url = database_url(config, instance_path)
+    engine = create_engine(url, **engine_options(config, url))
+    if url.get_backend_name() == "sqlite":
+        _configure_sqlite(engine, config["SQLITE_BUSY_TIMEOUT_MS"])
+    elif url.get_backend_name() == "postgresql" and config["DB_PING_AFTER_IDLE"]:
+        _ping_idle_connections(engine, config["DB_PING_AFTER_IDLE"])
+    return engine
+
+
+def _ping_idle_connections(engine: Engine, after_idle: float) -> None:
+    """Ping a pooled connection before use if it sat idle `after_idle` seconds or more.
+
+    A restart or an idle cut-off kills connections while they wait in the pool;
+    a dead one found by the ping is replaced before the request sees it. A
+    connection back in the pool for less than that was alive a moment ago, and
+    under load that is every connection: pinging it would add a round trip to
+    every request. The price: a server restart under load fails the requests that
+    reuse a connection at that moment (503, Retry-After), and the disconnect they
+    hit renews the rest of the pool. With DB_PING_AFTER_IDLE=0 (the default),
+    pool_pre_ping pings on every checkout instead.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < after_idle:
+            return  # new, or back in the pool a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError(f"pooled connection is dead: {error}") from error  # the pool replaces it
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, a busy timeout, foreign keys, and transactions we begin ourselves.
+
+    pysqlite's own transaction handling starts transactions lazily with a plain
+    BEGIN, which lets two writers both read and then collide on upgrading to a
+    write lock ("database is locked", no waiting). We switch it off and emit BEGIN
+    ourselves: BEGIN IMMEDIATE for writes, so writers queue on the busy timeout.
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _writes_expected() else "BEGIN")
+
+
+def _writes_expected() -> bool:
+    """Whether the transaction now beginning may write.
+
+    Requests with safe methods only read; anything else (unsafe methods, CLI
+    commands, tests) is treated as a writer.
+    """
+    return not (has_request_context() and request.method in _SAFE_METHODS)
