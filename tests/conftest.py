@@ -107,6 +107,22 @@ def app(database_url, _schema):
 
 
 @pytest.fixture
+def make_app(tmp_path):
+    """create_app(**overrides), as often as a test likes: on a throwaway SQLite file
+    unless DATABASE_URL is among the overrides. Engines are disposed afterwards."""
+    apps = []
+
+    def make(**overrides):
+        app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}", **overrides})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        get_engine(app).dispose()
+
+
+@pytest.fixture
 def rolled_back(app):
     """Every session of the test joins one outer transaction, rolled back at the end."""
     engine = get_engine(app)

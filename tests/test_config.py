@@ -5,24 +5,8 @@ import os
 import pytest
 
 import config
-from webapp import create_app
 from webapp.db import get_engine
 from webapp.settings import instance_secret_key
-
-
-@pytest.fixture
-def make_app(tmp_path):
-    """create_app on a throwaway SQLite file; engines are disposed afterwards."""
-    apps = []
-
-    def make(overrides=None):
-        app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite3'}", **(overrides or {})})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        get_engine(app).dispose()
 
 
 def test_class_defaults_apply_when_the_environment_is_silent(make_app, monkeypatch):
@@ -46,10 +30,10 @@ def test_the_callers_overrides_win_over_the_environment(make_app, monkeypatch, t
     monkeypatch.setenv("DATABASE_URL", "postgresql://elsewhere/nope")
     monkeypatch.setenv("DB_POOL_TIMEOUT", "2.5")
 
-    app = make_app({"DB_POOL_TIMEOUT": 1.0})
+    app = make_app(DB_POOL_TIMEOUT=1.0)
 
     assert app.config["DB_POOL_TIMEOUT"] == 1.0
-    assert get_engine(app).url.database == str(tmp_path / "c.sqlite3")
+    assert get_engine(app).url.database == str(tmp_path / "app.sqlite3")
 
 
 @pytest.mark.parametrize("name, value", [("DB_POOL_TIMEOUT", "soon"), ("DB_POOL_SIZE", "0"),

@@ -12,7 +12,6 @@ from sqlalchemy.exc import OperationalError
 
 from config import Config
 from conftest import app_backends, users_table_held
-from webapp import create_app
 from webapp.db import get_engine
 from webapp.engine import database_url, engine_options
 
@@ -28,22 +27,8 @@ def test_postgresql_connections_are_given_both_timeouts_from_the_config():
         "-c statement_timeout=2500 -c idle_in_transaction_session_timeout=60000")
 
 
-@pytest.fixture
-def make_app():
-    apps = []
-
-    def make(url, **overrides):
-        app = create_app({"DATABASE_URL": url, **overrides})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        get_engine(app).dispose()
-
-
 def test_the_server_reports_the_configured_timeouts_on_the_apps_connections(make_app, cluster_database):
-    app = make_app(cluster_database, DB_STATEMENT_TIMEOUT=2.5, DB_IDLE_IN_TRANSACTION_TIMEOUT=7)
+    app = make_app(DATABASE_URL=cluster_database, DB_STATEMENT_TIMEOUT=2.5, DB_IDLE_IN_TRANSACTION_TIMEOUT=7)
 
     with get_engine(app).connect() as connection:
         statement = connection.exec_driver_sql("SHOW statement_timeout").scalar()
@@ -53,7 +38,7 @@ def test_the_server_reports_the_configured_timeouts_on_the_apps_connections(make
 
 
 def test_a_transaction_left_idle_too_long_is_closed_by_the_server(make_app, cluster_database):
-    app = make_app(cluster_database, DB_IDLE_IN_TRANSACTION_TIMEOUT=0.3)
+    app = make_app(DATABASE_URL=cluster_database, DB_IDLE_IN_TRANSACTION_TIMEOUT=0.3)
     engine = get_engine(app)
 
     with engine.connect() as connection:
