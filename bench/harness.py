@@ -32,7 +32,10 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 # Both servers run with exactly these settings (and gunicorn.conf.py).
 # DB_PING_AFTER_IDLE=1: the app pings only pooled connections idle for a second,
 # not every checkout (its default, pool_pre_ping); README says so beside the figures.
-GUNICORN_ENV = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "HOST": "127.0.0.1", "DB_PING_AFTER_IDLE": "1"}
+# GUNICORN_MAX_REQUESTS=0: no worker recycling mid-run, which would both cost a
+# restart and reset the per-process CPU counters the CPU column is read from.
+GUNICORN_ENV = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "HOST": "127.0.0.1", "DB_PING_AFTER_IDLE": "1",
+                "GUNICORN_MAX_REQUESTS": "0"}
 
 
 def log(message: str) -> None:
@@ -265,6 +268,30 @@ def combine(results: list[Result]) -> Result:
                   p99_ms=statistics.median(r.p99_ms for r in results),
                   failed=sum(r.failed for r in results), requests=sum(r.requests for r in results),
                   cpu_ms=statistics.median(r.cpu_ms for r in results))
+
+
+def add_load_options(parser, seconds: float, rounds: str) -> None:
+    """The options every side-by-side benchmark takes."""
+    parser.add_argument("--seconds", type=float, default=seconds, help="length of each measured run")
+    parser.add_argument("--warmup", type=float, default=2, help="unmeasured run before each scenario")
+    parser.add_argument("--rounds", type=int, default=2, help=rounds)
+    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+
+
+def alternate(servers: dict, scenarios: dict, args, workdir: Path) -> dict[str, Result]:
+    """Warm every server up on its scenario, then drive them in turn (A, B, A, B) for
+    `args.rounds` rounds; the median result per server name."""
+    runs: dict[str, list[Result]] = {name: [] for name in servers}
+    for name, server in servers.items():  # imports, pools, caches
+        drive(server, scenarios[name], args.warmup, args.connections, workdir)
+    for round_ in range(args.rounds):
+        for name, server in servers.items():
+            result = drive(server, scenarios[name], args.seconds, args.connections, workdir)
+            runs[name].append(result)
+            log(f"{scenarios[name].name:<36} {name:<5} round {round_ + 1}: {result.rps:7.0f} req/s  "
+                f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                f"CPU {result.cpu_ms:5.2f} ms/req  failed {result.failed}")
+    return {name: combine(results) for name, results in runs.items()}
 
 
 # -- paths --------------------------------------------------------------------------

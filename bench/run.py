@@ -34,10 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default=harness.DEFAULT_SERVER, help="PostgreSQL server for the scratch database")
     parser.add_argument("--users", type=int, default=10_000, help="users seeded before the runs")
-    parser.add_argument("--seconds", type=float, default=8, help="length of each measured run")
-    parser.add_argument("--warmup", type=float, default=2, help="unmeasured run before each scenario")
-    parser.add_argument("--rounds", type=int, default=2, help="app, floor pairs per scenario")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    harness.add_load_options(parser, seconds=8, rounds="app, floor pairs per scenario")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -52,17 +49,7 @@ def main() -> int:
             servers = {"app": app, "floor": floor}
             results = {}
             for scenario in plan:
-                runs = {"app": [], "floor": []}
-                for name, server in servers.items():  # warm both up: imports, pools, caches
-                    harness.drive(server, scenario, args.warmup, args.connections, work)
-                for round_ in range(args.rounds):
-                    for name, server in servers.items():  # A, B, A, B
-                        result = harness.drive(server, scenario, args.seconds, args.connections, work)
-                        runs[name].append(result)
-                        log(f"{scenario.name:<10} {name:<5} round {round_ + 1}: {result.rps:7.0f} req/s  "
-                            f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                            f"CPU {result.cpu_ms:5.2f} ms/req  failed {result.failed}")
-                results[scenario.name] = {name: harness.combine(r) for name, r in runs.items()}
+                results[scenario.name] = harness.alternate(servers, {name: scenario for name in servers}, args, work)
 
     rows = []
     for name, pair in results.items():

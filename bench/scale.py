@@ -44,10 +44,7 @@ def main() -> int:
     parser.add_argument("--server", default=harness.DEFAULT_SERVER, help="PostgreSQL server for the scratch databases")
     parser.add_argument("--small", type=int, default=10_000, help="users in the small database")
     parser.add_argument("--large", type=int, default=1_000_000, help="users in the large database")
-    parser.add_argument("--seconds", type=float, default=5, help="length of each measured run")
-    parser.add_argument("--warmup", type=float, default=2, help="unmeasured run before each scenario")
-    parser.add_argument("--rounds", type=int, default=2, help="small, large pairs per scenario")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    harness.add_load_options(parser, seconds=5, rounds="small, large pairs per scenario")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -67,17 +64,7 @@ def main() -> int:
 
         results = {}
         for index, name in enumerate(scenario.name for scenario in plans["small"]):
-            runs = {"small": [], "large": []}
-            for size, server in servers.items():
-                harness.drive(server, plans[size][index], args.warmup, args.connections, work)
-            for round_ in range(args.rounds):
-                for size, server in servers.items():  # small, large, small, large
-                    result = harness.drive(server, plans[size][index], args.seconds, args.connections, work)
-                    runs[size].append(result)
-                    log(f"{name:<36} {size:<5} round {round_ + 1}: {result.rps:7.0f} req/s  "
-                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                        f"CPU {result.cpu_ms:5.2f} ms/req  failed {result.failed}")
-            results[name] = {size: harness.combine(r) for size, r in runs.items()}
+            results[name] = harness.alternate(servers, {size: plans[size][index] for size in servers}, args, work)
 
     small, large = f"{args.small:,}", f"{args.large:,}"
     rows = []
