@@ -232,6 +232,8 @@ def test_a_body_that_is_not_json_is_415(client, content_type):
         ({"name": "a\x00b", "email": "ada@example.com"}, "name"),
         ({"name": "Ada\nLovelace", "email": "ada@example.com"}, "name"),
         ({"name": "Ada", "email": "ada\x00@example.com"}, "email"),
+        ({"name": "a\ud800b", "email": "ada@example.com"}, "name"),
+        ({"name": "Ada", "email": "ada\udfff@example.com"}, "email"),
         ({"name": "Ada", "email": "not-an-email"}, "email"),
         ({"name": "Ada", "email": "a" * 243 + "@example.com"}, "email"),
         ({"name": "Ada", "email": "ada@example.com", "role": "admin"}, "role"),

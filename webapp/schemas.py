@@ -19,13 +19,18 @@ from .routing import MAX_ID
 
 # Unicode category Cc: the C0 controls, DEL and the C1 controls.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Surrogates: JSON can carry an unpaired one ("\ud800"), UTF-8 cannot encode it.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _printable(text: str) -> str:
-    # Control characters have no place in a name or a search, and PostgreSQL
-    # cannot store NUL at all: refuse them here rather than fail in the driver.
+    # Control characters have no place in a name or a search, PostgreSQL cannot
+    # store NUL, and no database driver can send a lone surrogate: refuse them
+    # here rather than fail in the driver.
     if _CONTROL_CHARACTERS.search(text):
         raise ValidationError("Must not contain control characters.")
+    if _SURROGATES.search(text):
+        raise ValidationError("Must be valid Unicode: an unpaired surrogate was found.")
     return text
 
 
