@@ -1,0 +1,69 @@
+"""read_ahead: an iterator run one step ahead in a helper thread that never outlives its block."""
+
+import threading
+import time
+from contextlib import nullcontext
+
+import pytest
+
+from webapp.readahead import read_ahead
+
+
+def numbers(upto, made, closed=None, fail_at=None):
+    """0..upto-1, noting each one made (and by which thread) and whether it was closed."""
+    try:
+        for n in range(upto):
+            if n == fail_at:
+                raise ValueError(f"no {n}")
+            made.append((n, threading.current_thread().name))
+            yield n
+    finally:
+        if closed is not None:
+            closed.set()
+
+
+def test_items_arrive_in_order_made_by_the_helper_thread():
+    made = []
+
+    with read_ahead(numbers(5, made), name="helper") as items:
+        assert list(items) == [0, 1, 2, 3, 4]
+
+    assert {thread for _, thread in made} == {"helper"}
+
+
+def test_an_error_of_the_items_is_raised_in_the_consumer_after_the_items_before_it():
+    received = []
+
+    with pytest.raises(ValueError, match="no 3"), read_ahead(numbers(10, [], fail_at=3)) as items:
+        for n in items:
+            received.append(n)
+
+    assert received == [0, 1, 2]
+
+
+def test_the_helper_stays_at_most_two_items_ahead():
+    made = []
+
+    with read_ahead(numbers(100, made)) as items:
+        for consumed, _ in enumerate(items, start=1):
+            time.sleep(0.01)  # a slow consumer: the helper has every chance to run ahead
+            assert len(made) <= consumed + 2
+            if consumed == 5:
+                break
+
+
+@pytest.mark.parametrize("leave", ["break", "raise"])
+def test_leaving_early_stops_the_helper_and_closes_the_items(leave):
+    closed = threading.Event()
+    before = threading.active_count()
+
+    with pytest.raises(RuntimeError) if leave == "raise" else nullcontext():
+        with read_ahead(numbers(1_000_000, [], closed)) as items:
+            for n in items:
+                if n == 2:
+                    if leave == "raise":
+                        raise RuntimeError("the consumer failed")
+                    break
+
+    assert closed.is_set()
+    assert threading.active_count() == before
