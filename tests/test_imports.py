@@ -1,6 +1,8 @@
 """Bulk import: three front doors (form, API, CLI), one code path, nothing half-written."""
 
 import io
+import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from werkzeug.datastructures import FileStorage
@@ -76,6 +78,37 @@ def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
     assert [(r.line, r.field) for r in report.rejected] == [(7, "email")]
 
 
+@pytest.mark.parametrize("tail", [b"", "Jos\u00e9,jose@example.com\n".encode("latin-1")], ids=["good", "unreadable"])
+def test_only_the_callers_thread_uses_the_session_and_no_thread_outlives_the_import(app, client, tail):
+    from webapp import imports
+    from webapp.db import session_opened
+
+    body = csv_body(*[f"User {n},user{n}@example.com" for n in range(10)]) + tail
+    threads = []
+    before = threading.active_count()
+    with app.test_request_context(), session_opened.connected_to(lambda session: threads.append(threading.current_thread())):
+        try:
+            imports.import_users(imports.read_csv(io.BytesIO(body)), batch_size=2)
+        except imports.ImportFileError:
+            assert tail
+        else:
+            assert not tail
+
+    # Validation ran in a helper thread; the database was used from this one only.
+    assert set(threads) == {threading.current_thread()}
+    assert threading.active_count() == before
+
+
+def test_names_beyond_ascii_are_stored_exactly(client):
+    # The batch reaches the database as one JSON document: escapes must round-trip.
+    names = ["José Núñez", "李小龍", "Zoë 😀", 'Quote " and \\ backslash']
+    rows = [{"name": name, "email": f"user{n}@example.com"} for n, name in enumerate(names)]
+
+    assert client.post("/api/users/import", json=rows).status_code == 201
+    assert [name for name, _ in stored_users()] == names
+    assert [changes["name"][1] for _, _, changes in audit_rows()] == names
+
+
 def test_a_line_with_extra_columns_is_rejected_with_a_clear_message(client):
     response = post_csv(client, csv_body("Ada,ada@example.com,admin", "Alan,alan@example.com"), mode="partial")
 
@@ -111,7 +144,9 @@ def test_an_unreadable_file_is_422_naming_the_problem_and_writes_nothing(client,
 
 
 def test_a_bad_line_deep_in_a_file_rolls_back_the_batches_before_it(client):
-    rows = [f"User {n},user{n}@example.com" for n in range(2500)]
+    from webapp.imports import BATCH_SIZE
+
+    rows = [f"User {n},user{n}@example.com" for n in range(BATCH_SIZE + 500)]
     body = csv_body(*rows) + "Jos\u00e9,jose@example.com\n".encode("latin-1")
 
     assert_problem(post_csv(client, body, mode="partial"), 422)
@@ -151,6 +186,56 @@ def test_a_refused_atomic_import_leaves_no_history(client):
     post_csv(client, csv_body("Ada,ada@example.com", "Bad,nope"))
 
     assert audit_rows() == []
+
+
+def test_imported_users_and_their_history_are_stamped_with_the_time_of_the_import(client):
+    post_csv(client, csv_body("Ada,ada@example.com"))
+
+    user = client.get("/api/users").get_json()["items"][0]
+    created = datetime.fromisoformat(user["created_at"])
+    history = client.get(f"/api/users/{user['id']}/history").get_json()["items"]
+    # The database's clock: on PostgreSQL, the start of the transaction the test holds open.
+    assert created.utcoffset() == timedelta(0) and abs(datetime.now(UTC) - created) < timedelta(minutes=1)
+    assert user["updated_at"] == user["created_at"]
+    assert datetime.fromisoformat(history[0]["at"]) == created
+
+
+@pytest.fixture
+def refuses_a_name(rolled_back):
+    """The database refuses users named Refused by a rule of its own that the schema
+    does not know (a CHECK constraint, a trigger on SQLite); the test's outer
+    transaction takes the rule away again."""
+    if rolled_back.dialect.name == "postgresql":
+        rolled_back.exec_driver_sql("ALTER TABLE users ADD CONSTRAINT refuses_a_name CHECK (name <> 'Refused')")
+    else:
+        rolled_back.exec_driver_sql("CREATE TRIGGER refuses_a_name BEFORE INSERT ON users WHEN NEW.name = 'Refused' "
+                                    "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+
+def test_a_row_the_database_refuses_is_rejected_alone_in_a_partial_import(client, refuses_a_name):
+    add_users(("Stored", "stored@example.com"))
+
+    response = post_csv(client, csv_body("Ada,ada@example.com", "Refused,refused@example.com",
+                                         "Dup,stored@example.com", "Alan,alan@example.com"), mode="partial")
+
+    assert response.status_code == 201
+    report = response.get_json()
+    assert report["created"] == 2
+    assert [(r["line"], r["field"], r["message"]) for r in report["rejected"]] == [
+        (3, "_row", "The database refused this row."), (4, "email", "A user with this email address already exists.")]
+    assert stored_users() == [("Stored", "stored@example.com"), ("Ada", "ada@example.com"),
+                              ("Alan", "alan@example.com")]
+    assert [changes["email"][1] for _, action, changes in audit_rows() if action == "insert"] == [
+        "stored@example.com", "ada@example.com", "alan@example.com"]
+
+
+def test_a_row_the_database_refuses_refuses_an_atomic_import(client, refuses_a_name):
+    response = post_csv(client, csv_body("Ada,ada@example.com", "Refused,refused@example.com"))
+
+    problem = assert_problem(response, 422)
+    assert problem["created"] == 0
+    assert [(r["line"], r["field"]) for r in problem["rejected"]] == [(3, "_row")]
+    assert user_count() == 0 and audit_rows() == []
 
 
 # -- the form --------------------------------------------------------------------------

@@ -2,18 +2,21 @@
 
 Rows are written by a session event in the same transaction as the change, so a
 rolled-back change leaves no row and a committed one always has one. Writes that
-bypass the unit of work (bulk Core statements) call `record()` themselves.
+bypass the unit of work (bulk Core statements) call `record_bulk_inserts()`.
 """
 
 from collections.abc import Iterable
+from functools import cache
+from itertools import chain
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event, func, insert, inspect, select
+from sqlalchemy import Executable, String, bindparam, event, func, insert, inspect, literal, null, select
 from sqlalchemy.orm import Session as OrmSession
 
 from . import request_id
 from .db import Session
+from .jsonrows import json_rows
 from .models import AuditEntry, User, utcnow
 
 AUDITED = ("name", "email")
@@ -39,9 +42,31 @@ def record(session: OrmSession, action: str, entries: Iterable[tuple[int, dict[s
         session.connection().execute(_INSERT, rows)
 
 
-def record_inserts(session: OrmSession, users: Iterable[dict[str, Any]]) -> None:
-    """Audit rows for users inserted in bulk; each dict has id and the audited fields."""
-    record(session, "insert", ((u["id"], {f: [None, u[f]] for f in AUDITED}) for u in users))
+def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]]) -> None:
+    """Audit rows for users just inserted by a bulk Core statement, which bypasses the
+    flush listener: one dict per user, with its id and the audited fields.
+
+    The users go to the database as one JSON parameter (see jsonrows) and it writes
+    their audit rows itself, in one INSERT ... SELECT, stamped with its now() as the
+    bulk insert stamps the users.
+    """
+    if users:
+        session.connection().execute(_bulk_inserts(session.get_bind().dialect.name),
+                                     {"users": users, "request_id": request_id.current()})
+
+
+@cache
+def _bulk_inserts(dialect: str) -> Executable:
+    """INSERT INTO audit_log ... SELECT: an insert's audit row per user of the JSON
+    parameter `users`, with the same {field: [null, value]} that record() writes."""
+    users = User.__table__
+    fields = json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)])
+    build_object, build_array = ((func.json_build_object, func.json_build_array) if dialect == "postgresql"
+                                 else (func.json_object, func.json_array))
+    changes = build_object(*chain.from_iterable((literal(name), build_array(null(), fields[name]))
+                                                for name in AUDITED))
+    rows = select(fields["id"], literal("insert"), changes, func.now(), bindparam("request_id", type_=String))
+    return _INSERT.from_select(["user_id", "action", "changes", "at", "request_id"], rows)
 
 
 def _after_flush(session: OrmSession, flush_context: Any) -> None:
