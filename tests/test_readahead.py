@@ -52,13 +52,16 @@ def test_the_helper_stays_at_most_two_items_ahead():
                 break
 
 
+def helper_alive(name):
+    return any(thread.name == name for thread in threading.enumerate())
+
+
 @pytest.mark.parametrize("leave", ["break", "raise"])
 def test_leaving_early_stops_the_helper_and_closes_the_items(leave):
     closed = threading.Event()
-    before = threading.active_count()
 
     with pytest.raises(RuntimeError) if leave == "raise" else nullcontext():
-        with read_ahead(numbers(1_000_000, [], closed)) as items:
+        with read_ahead(numbers(1_000_000, [], closed), name="helper") as items:
             for n in items:
                 if n == 2:
                     if leave == "raise":
@@ -66,4 +69,37 @@ def test_leaving_early_stops_the_helper_and_closes_the_items(leave):
                     break
 
     assert closed.is_set()
-    assert threading.active_count() == before
+    assert not helper_alive("helper")
+
+
+def test_a_consumer_that_never_iterates_still_stops_the_helper():
+    made, closed = [], threading.Event()
+
+    with read_ahead(numbers(1_000_000, made, closed), name="helper"):
+        time.sleep(0.05)
+
+    assert closed.is_set() and len(made) <= 2
+    assert not helper_alive("helper")
+
+
+def test_an_error_of_the_items_after_the_consumer_left_is_not_raised_and_nothing_hangs():
+    with read_ahead(numbers(10, [], fail_at=3), name="helper") as items:
+        assert next(items) == 0
+        time.sleep(0.05)  # the helper meets the error while nobody listens
+
+    assert not helper_alive("helper")
+
+
+def test_leaving_while_the_helper_is_making_an_item_waits_for_that_item_only():
+    def slow():
+        yield 0
+        time.sleep(0.3)  # a slow read, say: it cannot be interrupted
+        yield 1
+        yield from range(2, 1_000_000)
+
+    started = time.perf_counter()
+    with read_ahead(slow(), name="helper") as items:
+        assert next(items) == 0
+
+    assert 0.2 < time.perf_counter() - started < 2
+    assert not helper_alive("helper")

@@ -29,28 +29,32 @@ class _Failed:
 
 @contextmanager
 def read_ahead(items: Iterator[T], name: str = "read-ahead") -> Iterator[Iterator[T]]:
-    """Iterate `items` in a helper thread, at most one item ahead of the consumer.
+    """Iterate `items` in a helper thread named `name`, ahead of the consumer by at
+    most two items: one finished and waiting, one in the making.
 
     An exception raised by `items` is raised in the consumer, in place of the item
-    it prevented. Leaving the block, normally or by an exception, stops the helper,
-    closes `items` and waits for the thread, so nothing outlives the block.
+    it prevented. Leaving the block, normally or by an exception, stops the helper
+    once its current item is made, closes `items` and waits for the thread, so
+    nothing outlives the block. (A helper blocked reading a slow stream keeps the
+    block waiting until its read returns: there is no interrupting a read.)
     """
-    handoff: queue.Queue = queue.Queue(maxsize=1)  # one item waiting: memory stays flat
+    handoff: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for item in items:
-                handoff.put(item)
-                if stop.is_set():
-                    return
+            try:
+                for item in items:
+                    handoff.put(item)
+                    if stop.is_set():
+                        return
+            finally:
+                close = getattr(items, "close", None)
+                if close:
+                    close()
             handoff.put(_END)
         except BaseException as error:  # handed over: the consumer raises it
             handoff.put(_Failed(error))
-        finally:
-            close = getattr(items, "close", None)
-            if close:
-                close()
 
     def consume() -> Iterator[T]:
         while (item := handoff.get()) is not _END:
@@ -64,9 +68,8 @@ def read_ahead(items: Iterator[T], name: str = "read-ahead") -> Iterator[Iterato
         yield consume()
     finally:
         stop.set()
-        while helper.is_alive():  # empty the hand-off so that a blocked put() returns
-            try:
-                handoff.get(timeout=0.05)
+        while helper.is_alive():
+            try:  # empty the hand-off, so that a put() blocked on it returns
+                handoff.get_nowait()
             except queue.Empty:
-                pass
-        helper.join()
+                helper.join(0.01)
