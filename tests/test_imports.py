@@ -1,6 +1,7 @@
 """Bulk import: three front doors (form, API, CLI), one code path, nothing half-written."""
 
 import io
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -83,20 +84,33 @@ def test_only_the_callers_thread_uses_the_session_and_no_thread_outlives_the_imp
     from webapp import imports
     from webapp.db import session_opened
 
-    body = csv_body(*[f"User {n},user{n}@example.com" for n in range(10)]) + tail
+    # 30 kB, so that an unreadable tail is found batches after the import began.
+    body = csv_body(*[f"User {n},user{n}@example.com" for n in range(1000)]) + tail
     threads = []
-    before = threading.active_count()
     with app.test_request_context(), session_opened.connected_to(lambda session: threads.append(threading.current_thread())):
         try:
-            imports.import_users(imports.read_csv(io.BytesIO(body)), batch_size=2)
-        except imports.ImportFileError:
-            assert tail
+            report = imports.import_users(imports.read_csv(io.BytesIO(body)), batch_size=100)
+        except imports.ImportFileError as error:
+            assert tail and "near line" in error.description
         else:
-            assert not tail
+            assert not tail and report.created == 1000
 
-    # Validation ran in a helper thread; the database was used from this one only.
+    # Validation ran in the helper thread; the database was used from this one only.
     assert set(threads) == {threading.current_thread()}
-    assert threading.active_count() == before
+    assert not any(thread.name == "import-validation" for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize("mode", ["atomic", "partial"])
+def test_a_streamed_upload_over_the_size_limit_is_413_problem(app, client, mode, monkeypatch):
+    # No Content-Length (chunked, as gunicorn passes it on): the limit is met by the
+    # reader, in the import's helper thread, after the first batch went in.
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 200_000)
+    body = csv_body(*[f"User {n},user{n}@example.com" for n in range(10_000)])
+    response = client.post(f"/api/users/import?mode={mode}", input_stream=io.BytesIO(body), content_type="text/csv",
+                           environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+
+    assert_problem(response, 413)
+    assert user_count() == 0
 
 
 def test_names_beyond_ascii_are_stored_exactly(client):
@@ -149,7 +163,10 @@ def test_a_bad_line_deep_in_a_file_rolls_back_the_batches_before_it(client):
     rows = [f"User {n},user{n}@example.com" for n in range(BATCH_SIZE + 500)]
     body = csv_body(*rows) + "Jos\u00e9,jose@example.com\n".encode("latin-1")
 
-    assert_problem(post_csv(client, body, mode="partial"), 422)
+    problem = assert_problem(post_csv(client, body, mode="partial"), 422)
+    # Found past the first batch, which the database had already taken.
+    near = int(re.search(r"near line (\d+)", problem["errors"]["file"][0]).group(1))
+    assert BATCH_SIZE + 1 < near <= BATCH_SIZE + 502
     assert user_count() == 0
 
 

@@ -6,6 +6,7 @@ bypass the unit of work (bulk Core statements) call `record_bulk_inserts()`.
 """
 
 from collections.abc import Iterable
+from datetime import datetime
 from functools import cache
 from itertools import chain
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 from . import request_id
 from .db import Session
 from .jsonrows import json_rows
-from .models import AuditEntry, User, utcnow
+from .models import AuditEntry, User, UTCDateTime, utcnow
 
 AUDITED = ("name", "email")
 
@@ -42,17 +43,16 @@ def record(session: OrmSession, action: str, entries: Iterable[tuple[int, dict[s
         session.connection().execute(_INSERT, rows)
 
 
-def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]]) -> None:
+def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]], at: datetime) -> None:
     """Audit rows for users just inserted by a bulk Core statement, which bypasses the
     flush listener: one dict per user, with its id and the audited fields.
 
     The users go to the database as one JSON parameter (see jsonrows) and it writes
-    their audit rows itself, in one INSERT ... SELECT, stamped with its now() as the
-    bulk insert stamps the users.
+    their audit rows itself, in one INSERT ... SELECT, in the order given.
     """
     if users:
         session.connection().execute(_bulk_inserts(session.get_bind().dialect.name),
-                                     {"users": users, "request_id": request_id.current()})
+                                     {"users": users, "at": at, "request_id": request_id.current()})
 
 
 @cache
@@ -65,7 +65,8 @@ def _bulk_inserts(dialect: str) -> Executable:
                                  else (func.json_object, func.json_array))
     changes = build_object(*chain.from_iterable((literal(name), build_array(null(), fields[name]))
                                                 for name in AUDITED))
-    rows = select(fields["id"], literal("insert"), changes, func.now(), bindparam("request_id", type_=String))
+    rows = select(fields["id"], literal("insert"), changes, bindparam("at", type_=UTCDateTime),
+                  bindparam("request_id", type_=String))
     return _INSERT.from_select(["user_id", "action", "changes", "at", "request_id"], rows)
 
 
