@@ -216,18 +216,26 @@ def _batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:
     """Validate `rows` into batches of at most `batch_size` rows, valid and rejected
     together, so that a file of nothing but bad rows is held a batch at a time too.
     Pure Python: it runs in the read-ahead thread, which must not touch the session."""
-    batch = Batch()
-    for line, raw in rows:
-        fields = _validated(line, raw, batch.rejected)
-        if fields is not None:
-            if fields["email"] in batch.rows:
-                batch.rejected.append(Rejection(line, "email", f"Duplicate of line {batch.rows[fields['email']][0]}."))
-            else:
-                batch.rows[fields["email"]] = (line, fields)
-        if len(batch.rows) + len(batch.rejected) >= batch_size:
-            yield batch
-            batch = Batch()
-    yield batch
+    try:
+        batch = Batch()
+        for line, raw in rows:
+            fields = _validated(line, raw, batch.rejected)
+            if fields is not None:
+                if fields["email"] in batch.rows:
+                    batch.rejected.append(
+                        Rejection(line, "email", f"Duplicate of line {batch.rows[fields['email']][0]}."))
+                else:
+                    batch.rows[fields["email"]] = (line, fields)
+            if len(batch.rows) + len(batch.rejected) >= batch_size:
+                yield batch
+                batch = Batch()
+        yield batch
+    finally:
+        # Close the reader here, in the helper thread, before the import returns and
+        # the caller closes the stream under it.
+        close = getattr(rows, "close", None)
+        if close:
+            close()
 
 
 def _validated(line: int, raw: Any, rejected: list[Rejection]) -> dict[str, Any] | None:
