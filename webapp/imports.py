@@ -2,11 +2,10 @@
 
 Rows are validated by the same schema as single creates, then inserted in
 batches by one Core INSERT ... SELECT each (see bulk), not one ORM object per
-row. Input is read as a stream and at
-most three batches are held at a time (one being inserted, one waiting, one
-being read), so memory stays flat however big the file: while the database
-inserts a batch, a helper thread reads and validates the next (see readahead).
-Only the caller's thread touches the session.
+row. Input is read as a stream and at most three batches are held at a time
+(one being inserted, one waiting, one being read), so memory stays flat however
+big the file: while the database inserts a batch, a helper thread reads and
+validates the next (see readahead). Only the caller's thread touches the session.
 
 The whole import is one transaction. In `atomic` mode any rejected row rolls
 all of it back; in `partial` mode the valid rows are committed and every
