@@ -91,15 +91,22 @@ def test_an_error_of_the_items_after_the_consumer_left_is_not_raised_and_nothing
 
 
 def test_leaving_while_the_helper_is_making_an_item_waits_for_that_item_only():
+    slow_read = threading.Event()
+    made = []
+
     def slow():
         yield 0
+        slow_read.set()
         time.sleep(0.3)  # a slow read, say: it cannot be interrupted
-        yield 1
-        yield from range(2, 1_000_000)
+        for n in range(1, 1_000_000):
+            made.append(n)
+            yield n
 
     started = time.perf_counter()
     with read_ahead(slow(), name="helper") as items:
         assert next(items) == 0
+        assert slow_read.wait(timeout=5)
 
-    assert 0.2 < time.perf_counter() - started < 2
+    assert 0.2 < time.perf_counter() - started < 5
+    assert len(made) <= 2
     assert not helper_alive("helper")
