@@ -189,6 +189,19 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
+def log_load_generator() -> None:
+    log(f"load generator: {'wrk' if wrk_available() else 'Python client (wrk not installed)'}")
+
+
+def finish(results: dict[str, dict[str, Result]], started: float) -> int:
+    """Report any failed requests of `results` and the time since `started`; the exit status."""
+    failed = {name: pair[side].failed for name, pair in results.items() for side in pair if pair[side].failed}
+    if failed:
+        print(f"\nFAILED REQUESTS: {failed}")
+    log(f"done in {time.monotonic() - started:.0f} s")
+    return 1 if failed else 0
+
+
 def drive(server: Server, scenario: Scenario, seconds: float, connections: int, workdir: Path) -> Result:
     """Load `server` with `scenario` for `seconds` over `connections` keep-alive connections."""
     cpu_before = server.cpu_seconds()

@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.monotonic()
-    log(f"load generator: {'wrk' if harness.wrk_available() else 'Python client (wrk not installed)'}")
+    harness.log_load_generator()
     with harness.tempdir() as workdir, harness.scratch_database(args.server) as url:
         work = Path(workdir)
         harness.flask_cli(url, "db", "upgrade")
@@ -64,11 +64,7 @@ def main() -> int:
     print()
     print(harness.table(["scenario", "app req/s", "floor req/s", "app/floor", "app CPU ms/req",
                          "floor CPU ms/req", "floor/app CPU", "app p50 / p99 ms", "floor p50 / p99 ms"], rows))
-    failed = {name: pair[s].failed for name, pair in results.items() for s in pair if pair[s].failed}
-    if failed:
-        print(f"\nFAILED REQUESTS: {failed}")
-    log(f"done in {time.monotonic() - started:.0f} s")
-    return 1 if failed else 0
+    return harness.finish(results, started)
 
 
 if __name__ == "__main__":

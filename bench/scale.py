@@ -49,7 +49,7 @@ def main() -> int:
 
     started = time.monotonic()
     sizes = {"small": args.small, "large": args.large}
-    log(f"load generator: {'wrk' if harness.wrk_available() else 'Python client (wrk not installed)'}")
+    harness.log_load_generator()
     with ExitStack() as stack:
         work = Path(stack.enter_context(harness.tempdir()))
         urls, seeded = {}, {}
@@ -82,11 +82,7 @@ def main() -> int:
     print()
     print(harness.table(["scenario", f"{small}: req/s", "p50 / p99 ms", f"{large}: req/s", "p50 / p99 ms",
                          "cost ratio", "CPU ratio"], rows))
-    failed = {name: pair[s].failed for name, pair in results.items() for s in pair if pair[s].failed}
-    if failed:
-        print(f"\nFAILED REQUESTS: {failed}")
-    log(f"done in {time.monotonic() - started:.0f} s")
-    return 1 if failed else 0
+    return harness.finish(results, started)
 
 
 if __name__ == "__main__":

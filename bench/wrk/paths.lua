@@ -1,5 +1,7 @@
 -- GET a random path from a file of paths, one a line: wrk ... -s paths.lua URL -- FILE SEED
--- done() prints one JSON line the bench scripts parse.
+-- done(), the JSON summary line the bench scripts parse: report.lua, next to this script.
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "report.lua")
+
 local paths = {}
 
 function init(args)
@@ -11,12 +13,4 @@ end
 
 function request()
   return wrk.format("GET", paths[math.random(#paths)])
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "socket_errors": %d, "bad_status": %d, "p50_us": %d, "p99_us": %d}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
 end
