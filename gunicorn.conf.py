@@ -9,6 +9,7 @@ Metrics: every worker writes its Prometheus metrics to files in
 PROMETHEUS_MULTIPROC_DIR, and /metrics adds up all of them (webapp/metrics.py).
 """
 
+import logging.config
 import os
 import shutil
 import tempfile
@@ -26,14 +27,19 @@ graceful_timeout = 30
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
 max_requests_jitter = max(max_requests // 10, 1) if max_requests else 0
 # No access log: the app logs one line per request itself (webapp/observability.py),
-# with its request id and query count. Ours and gunicorn's go to stdout and stderr.
+# with its request id and query count. Ours goes to stdout in gunicorn's format,
+# gunicorn's to stderr. Applied in on_starting, not through logconfig_dict: gunicorn
+# turns its access log back on whenever logconfig_dict is set, and would build every
+# request's access-log fields only to drop them.
 accesslog = None
-logconfig_dict = {
-    "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
-        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
-        "webapp": {"level": "INFO", "handlers": ["console"], "propagate": False},
-    },
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+                               "datefmt": "[%Y-%m-%d %H:%M:%S %z]"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"}},
+    "loggers": {"webapp": {"level": "INFO", "handlers": ["console"], "propagate": False}},
+    "root": {"level": "INFO", "handlers": ["console"]},
 }
 # gunicorn 25+ opens a control socket under $HOME by default; several instances
 # (tests, a second checkout) would fight over it, and we do not use gunicornc.
@@ -66,7 +72,8 @@ os.makedirs(metrics_dir, exist_ok=True)
 
 
 def on_starting(server):
-    """Start counting from zero."""
+    """Set up logging (LOGGING above); start counting metrics from zero."""
+    logging.config.dictConfig(LOGGING)
     for name in os.listdir(metrics_dir):
         if name.endswith(".db"):
             os.remove(os.path.join(metrics_dir, name))
