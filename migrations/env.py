@@ -8,6 +8,8 @@ from logging.config import fileConfig
 
 from alembic import context
 
+from webapp import create_app
+from webapp.db import get_engine
 from webapp.migrations import include_object
 from webapp.models import Base
 
@@ -29,11 +31,13 @@ def run(connection) -> None:
         context.run_migrations()
 
 
-def run_offline() -> None:
-    from webapp import create_app
-    from webapp.db import get_engine
+def _engine():
+    """The engine of an app built from the environment (plain `alembic` commands)."""
+    return get_engine(create_app())
 
-    context.configure(url=get_engine(create_app()).url, target_metadata=Base.metadata,
+
+def run_offline() -> None:
+    context.configure(url=_engine().url, target_metadata=Base.metadata,
                       literal_binds=True, dialect_opts={"paramstyle": "named"})
     with context.begin_transaction():
         context.run_migrations()
@@ -44,10 +48,7 @@ def run_online() -> None:
     if connection is not None:
         run(connection)
         return
-    from webapp import create_app
-    from webapp.db import get_engine
-
-    engine = get_engine(create_app())
+    engine = _engine()
     try:
         with engine.begin() as connection:
             run(connection)

@@ -93,10 +93,10 @@ def delete_user(user_id: int) -> tuple[str, int]:
 def user_history(user_id: int) -> Response:
     """A user's changes, newest first; still readable after the user is deleted."""
     args = page_args_schema.load(request.args)
-    entries, total = audit.history(user_id, **args)
-    if total == 0:
+    history = audit.history(user_id, **args)
+    if history.total == 0:
         raise NotFound(f"There is no history for a user with id {user_id}.")
-    return jsonify(audit_page_schema.dump({"items": entries, "total": total, **args}))
+    return jsonify(audit_page_schema.dump(history))
 
 
 @bp.get("/users.csv")

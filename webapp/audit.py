@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session as OrmSession
 
 from . import request_id
 from .db import Session
-from .jsonrows import json_rows
+from .jsonrows import json_builders, json_rows
 from .models import AuditEntry, User, UTCDateTime, utcnow
+from .users import Page
 
 AUDITED = ("name", "email")
 
@@ -61,8 +62,7 @@ def _bulk_inserts(dialect: str) -> Executable:
     parameter `users`, with the same {field: [null, value]} that record() writes."""
     users = User.__table__
     fields = json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)])
-    build_object, build_array = ((func.json_build_object, func.json_build_array) if dialect == "postgresql"
-                                 else (func.json_object, func.json_array))
+    build_object, build_array = json_builders(dialect)
     changes = build_object(*chain.from_iterable((literal(name), build_array(null(), fields[name]))
                                                 for name in AUDITED))
     rows = select(fields["id"], literal("insert"), changes, bindparam("at", type_=UTCDateTime),
@@ -94,11 +94,12 @@ def _changes(user: User) -> dict[str, list[Any]]:
     return changes
 
 
-def history(user_id: int, page: int, per_page: int) -> tuple[list[AuditEntry], int]:
-    """One page of a user's audit rows, newest first, and how many there are."""
+def history(user_id: int, page: int, per_page: int) -> Page:
+    """One page of a user's audit rows, newest first. Paged by number only: the
+    page has no next_after, so ask `page < pages` rather than `has_next`."""
     session = Session()
     where = AuditEntry.user_id == user_id
     total = session.scalar(select(func.count()).select_from(AuditEntry).where(where)) or 0
     entries = session.scalars(select(AuditEntry).where(where).order_by(AuditEntry.id.desc())
                               .limit(per_page).offset((page - 1) * per_page)).all()
-    return list(entries), total
+    return Page(items=list(entries), page=page, per_page=per_page, total=total)

@@ -23,6 +23,7 @@ FIRST_NAMES = ["Ada", "Alan", "Barbara", "Claude", "Dennis", "Edsger", "Frances"
 LAST_NAMES = ["Allen", "Dijkstra", "Hamilton", "Hopper", "Johnson", "Kernighan", "Knuth",
               "Lamarr", "Liskov", "Lovelace", "Ritchie", "Shannon", "Thompson", "Turing", "Wirth"]
 SEED_BATCH = 10_000
+REJECTIONS_SHOWN = 20  # import-users prints the first ones; the count says how many in all
 MAX_SEED_BATCH = 50_000
 
 
@@ -119,10 +120,10 @@ def import_users(file, mode: str) -> None:
             sys.exit(2)
     verdict = "nothing imported (atomic mode)" if report.refused else f"{report.created} created"
     click.echo(f"{verdict}, {report.rejected_count} rejected.")
-    for rejection in report.rejected[:20]:
+    for rejection in report.rejected[:REJECTIONS_SHOWN]:
         click.echo(f"  line {rejection.line}: {rejection.field}: {rejection.message}", err=True)
-    if report.rejected_count > 20:
-        click.echo(f"  ... and {report.rejected_count - 20} more.", err=True)
+    if report.rejected_count > REJECTIONS_SHOWN:
+        click.echo(f"  ... and {report.rejected_count - REJECTIONS_SHOWN} more.", err=True)
     if report.rejected_count:
         sys.exit(1)
 

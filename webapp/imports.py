@@ -244,8 +244,8 @@ def _validated(line: int, raw: Any, rejected: list[Rejection]) -> dict[str, Any]
     try:
         return user_schema.load(raw)
     except ValidationError as error:
-        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-        rejected.extend(Rejection(line, name, " ".join(map(str, problems))) for name, problems in messages.items())
+        # A load of one item always reports by field (_schema for a non-object item).
+        rejected.extend(Rejection(line, name, " ".join(map(str, problems))) for name, problems in error.messages.items())
         return None
 
 

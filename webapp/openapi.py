@@ -16,6 +16,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template
 
+from .errors import PROBLEM_JSON
 from .routing import MAX_ID
 from .schemas import (AuditPageSchema, ImportArgsSchema, ImportProblemSchema, ImportReportSchema, ListArgsSchema,
                       PageArgsSchema, ProblemSchema, SearchArgsSchema, UserPageSchema, UserSchema)
@@ -90,7 +91,7 @@ def openapi_path(rule: str) -> str:
 
 def _problem(description: str, **extra: Any) -> dict[str, Any]:
     return {"description": description,
-            "content": {"application/problem+json": {"schema": ProblemSchema}}, **extra}
+            "content": {PROBLEM_JSON: {"schema": ProblemSchema}}, **extra}
 
 
 def _json(description: str, schema: Any, **extra: Any) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                 "415": _problem("The body is neither `text/csv` nor `application/json`."),
                 "422": {"description": "Nothing was imported: the file is unreadable (`errors.file`), or "
                                        "rows were rejected (`rejected`).",
-                        "content": {"application/problem+json": {"schema": ImportProblemSchema}}},
+                        "content": {PROBLEM_JSON: {"schema": ImportProblemSchema}}},
                 "503": unavailable},
         }),
         "openapi.document": ("get", {

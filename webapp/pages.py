@@ -47,7 +47,7 @@ def import_form() -> str:
 
 @bp.post("/users/import")
 def import_users() -> tuple[str, int]:
-    mode = import_args_schema.load({"mode": request.form.get("mode", "atomic")})["mode"]
+    mode = import_args_schema.load(request.form)["mode"]
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         return render_template("users/import.html", mode=mode, error="Choose a CSV file to import."), 422
@@ -90,9 +90,7 @@ def create_user() -> Response | tuple[str, int]:
 def show_user(user_id: int) -> str:
     user = users.get_user(user_id)
     args = page_args_schema.load(request.args)
-    entries, total = audit.history(user_id, **args)
-    history = users.Page(items=entries, total=total, **args)
-    return render_template("users/show.html", user=user, history=history)
+    return render_template("users/show.html", user=user, history=audit.history(user_id, **args))
 
 
 @bp.get("/users/<id:user_id>/edit")
@@ -104,7 +102,6 @@ def edit_user(user_id: int) -> str:
 
 @bp.post("/users/<id:user_id>/edit")
 def update_user(user_id: int) -> Response | tuple[str, int]:
-    user = users.get_user(user_id)
     values = _submitted()
     try:
         fields = user_form_schema.load(values)
@@ -127,9 +124,8 @@ def confirm_delete(user_id: int) -> str:
 
 @bp.post("/users/<id:user_id>/delete")
 def delete_user(user_id: int) -> Response:
-    name = users.get_user(user_id).name
-    users.delete_user(user_id)
-    flash(f"Deleted {name}.", "success")
+    deleted = users.delete_user(user_id)
+    flash(f"Deleted {deleted.name}.", "success")
     return redirect(url_for(".list_users"))
 
 

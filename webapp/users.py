@@ -65,7 +65,7 @@ class Page:
         return self.next_after is not None
 
 
-def list_users(per_page: int, q: str = "", page: int | None = 1, after: int | None = None) -> Page:
+def list_users(per_page: int, q: str = "", page: int = 1, after: int | None = None) -> Page:
     """One page of users in id order, optionally filtered by a name or email fragment.
 
     The page is either the `page`-th (OFFSET: fine for shallow pages) or the one
@@ -143,10 +143,12 @@ def update_user(user_id: int, fields: dict[str, Any], versions: Collection[int] 
     return user
 
 
-def delete_user(user_id: int, versions: Collection[int] | None = None) -> None:
-    """Delete a user and commit; `versions` as for update_user."""
-    Session().delete(_current(user_id, versions))
+def delete_user(user_id: int, versions: Collection[int] | None = None) -> User:
+    """Delete a user and commit; `versions` as for update_user. Returns the deleted user."""
+    user = _current(user_id, versions)
+    Session().delete(user)
     _commit()
+    return user
 
 
 def _current(user_id: int, versions: Collection[int] | None) -> User:
