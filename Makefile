@@ -21,7 +21,7 @@ lint: $(VENV)/.dev ## lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
 bench-import: $(VENV)/.runtime ## import 100k rows on PostgreSQL beside COPY and a naive loop; peak memory on 1M
-	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/import_bench.py $(BENCH_ARGS)
 
 upgrade: $(VENV)/.runtime ## migrate the schema to head
 	$(BIN)/flask --app wsgi db upgrade

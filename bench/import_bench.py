@@ -1,6 +1,6 @@
 """Bulk import benchmark: our import path beside COPY and beside a naive ORM loop.
 
-    make bench-import            (BENCH_DATABASE_URL picks the PostgreSQL server)
+    python bench/import_bench.py [--server URL] [--rows N] [--naive-rows N] [--memory-rows N]
 
 Runs in scratch databases created on that server and dropped afterwards. Prints
 rows/s for 100k rows through webapp.imports (the code path of the form, the API
@@ -13,21 +13,18 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
+from harness import ROOT
 
-from harness import DEFAULT_SERVER, scratch_database  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from webapp import create_app, imports, migrations  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
 from webapp.models import User  # noqa: E402
-
-SERVER = os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER)
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -112,12 +109,13 @@ def peak_memory_mb(url: str, path: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default=harness.DEFAULT_SERVER, help="PostgreSQL server for the scratch databases")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--naive-rows", type=int, default=5_000)
     parser.add_argument("--memory-rows", type=int, default=1_000_000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as folder, scratch_database(SERVER) as url:
+    with harness.tempdir() as folder, harness.scratch_database(args.server) as url:
         data = Path(folder) / "users.csv"
         write_csv(data, args.rows)
         app = create_app({"DATABASE_URL": url})
@@ -145,11 +143,8 @@ def main() -> None:
 
         big = Path(folder) / "big.csv"
         write_csv(big, args.memory_rows)
-        with scratch_database(SERVER) as memory_url:
-            app = create_app({"DATABASE_URL": memory_url})
-            with app.app_context():
-                migrations.upgrade("head")
-            get_engine(app).dispose()
+        with harness.scratch_database(args.server) as memory_url:
+            harness.flask_cli(memory_url, "db", "upgrade")
             started = time.perf_counter()
             peak = peak_memory_mb(memory_url, big)
             elapsed = time.perf_counter() - started
