@@ -1,7 +1,7 @@
 """Configuration: class defaults, then the environment, then the caller's overrides.
 
-`APP_ENV` picks the class (development by default). Every environment variable the
-app reads is listed in ENVIRONMENT, with the type it is parsed as, so README and
+`APP_ENV` picks the class (development by default). Every setting the environment
+can override is listed in ENVIRONMENT, with the type it is parsed as, so README and
 code cannot drift apart silently: tests compare the two.
 """
 
@@ -42,7 +42,7 @@ class Config:
     DATABASE_URL: str | None = None
     SQL_ECHO = False
     SESSION_EVENTS_LOG = False  # log begin/commit/rollback/remove of each thread's session
-    # None means generated once and kept in the instance folder (see webapp.secret).
+    # None means generated once and kept in the instance folder (see webapp.settings.instance_secret_key).
     SECRET_KEY: str | None = None
     # Threads per gunicorn worker; the pool is sized from it (one connection per thread).
     GUNICORN_THREADS = 4

@@ -1,4 +1,5 @@
-"""Bulk inserts of users, history included: one statement per batch, not per user.
+"""Bulk inserts of users, history included: two statements per batch (the users,
+their audit rows), not one per user.
 
 Used by the import (webapp/imports.py) and by `seed-users`. They bypass the
 unit of work, and with it the audit listener, so they record their users'

@@ -81,7 +81,7 @@ def seed_users(count: int, batch: int) -> None:
     session = Session()
     added = 0
     for start in range(0, count, batch):
-        # The bulk import's insert: one statement per batch, history included.
+        # The bulk import's insert: two statements per batch, history included.
         added += len(bulk.insert_users([fake_user() for _ in range(min(batch, count - start))]))
         session.commit()
     click.echo(f"Added {added} users.")

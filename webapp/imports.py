@@ -1,11 +1,12 @@
 """Bulk import of users: one code path for the upload form, the API and the CLI.
 
 Rows are validated by the same schema as single creates, then inserted in
-batches by one Core INSERT ... SELECT each (see bulk), not one ORM object per
-row. Input is read as a stream and at most three batches are held at a time
-(one being inserted, one waiting, one being read), so memory stays flat however
-big the file: while the database inserts a batch, a helper thread reads and
-validates the next (see readahead). Only the caller's thread touches the session.
+batches by one Core INSERT ... SELECT each, plus one for their audit rows (see
+bulk), not one ORM object per row. Input is read as a stream and at most three
+batches are held at a time (one being inserted, one waiting, one being read), so
+memory stays flat however big the file: while the database inserts a batch, a
+helper thread reads and validates the next (see readahead). Only the caller's
+thread touches the session.
 
 The whole import is one transaction. In `atomic` mode any rejected row rolls
 all of it back; in `partial` mode the valid rows are committed and every
