@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -25,13 +26,16 @@ from sqlalchemy import create_engine, delete, event, func, insert, make_url, sel
 os.environ["APP_ENV"] = "testing"
 
 import pg_cluster as pg  # noqa: E402
+from config import Config  # noqa: E402
 from server import Server  # noqa: E402
 from webapp import create_app, migrations  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
-from webapp.engine import with_shipped_driver  # noqa: E402
+from webapp.engine import database_url as url_from_settings  # noqa: E402
+from webapp.engine import engine_options, with_shipped_driver  # noqa: E402
 from webapp.models import AuditEntry, User  # noqa: E402
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}  # the class defaults
 
 
 def pytest_report_header(config):
@@ -118,6 +122,7 @@ def make_app(tmp_path):
         return app
 
     yield make
+    Session.remove()
     for app in apps:
         get_engine(app).dispose()
 
@@ -222,10 +227,62 @@ def cluster_database(pg_cluster):
 # -- helpers for tests ------------------------------------------------------------
 
 
+def pg_engine_options(**overrides) -> dict:
+    """The engine options for a PostgreSQL URL, from the default settings plus `overrides`."""
+    settings = {**SETTINGS, **overrides}
+    return engine_options(settings, url_from_settings({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+
+
+def assert_problem(response, status):
+    """The response is problem+json with `status`; returns its body."""
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    return body
+
+
+def assert_session_gone(app):
+    """The thread's registry is empty and every pooled connection is back."""
+    assert not Session.registry.has()
+    assert get_engine(app).pool.checkedout() == 0
+
+
+def race(app, requests):
+    """Run each request function on its own thread with its own client, released
+    together by a barrier, and return their responses in order."""
+    barrier = threading.Barrier(len(requests))
+    responses = [None] * len(requests)
+
+    def run(index, request):
+        client = app.test_client()
+        barrier.wait()
+        responses[index] = request(client)
+
+    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return responses
+
+
 def stored_users() -> list[tuple[str, str]]:
     """(name, email) of every stored user, read through a session of its own."""
     try:
         return [tuple(row) for row in Session().execute(select(User.name, User.email).order_by(User.id))]
+    finally:
+        Session.remove()
+
+
+def audit_rows(user_id=None) -> list[tuple]:
+    """(user_id, action, changes) of the stored audit rows, oldest first."""
+    query = select(AuditEntry.user_id, AuditEntry.action, AuditEntry.changes).order_by(AuditEntry.id)
+    if user_id is not None:
+        query = query.where(AuditEntry.user_id == user_id)
+    try:
+        return [tuple(row) for row in Session().execute(query)]
     finally:
         Session.remove()
 

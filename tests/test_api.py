@@ -5,18 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conftest import add_users, stored_users
+from conftest import add_users, assert_problem, stored_users
 
 ADA = {"name": "Ada Lovelace", "email": "ada@example.com"}
-
-
-def assert_problem(response, status):
-    assert response.status_code == status
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json(force=True)
-    assert body["status"] == status
-    assert {"type", "title", "detail"} <= body.keys()
-    return body
 
 
 def assert_utc_iso(value):

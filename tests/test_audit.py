@@ -6,21 +6,10 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from conftest import add_users
+from conftest import add_users, audit_rows
 from webapp import csrf
-from webapp.db import Session
+from webapp.db import Session, events_log
 from webapp.models import AuditEntry, User
-
-
-def audit_rows(user_id=None) -> list[tuple]:
-    """(user_id, action, changes) of the stored audit rows, oldest first."""
-    query = select(AuditEntry.user_id, AuditEntry.action, AuditEntry.changes).order_by(AuditEntry.id)
-    if user_id is not None:
-        query = query.where(AuditEntry.user_id == user_id)
-    try:
-        return [tuple(row) for row in Session().execute(query)]
-    finally:
-        Session.remove()
 
 
 def test_create_update_and_delete_each_leave_one_row_with_old_and_new_values(client):
@@ -139,11 +128,8 @@ def test_the_user_page_shows_the_history(client):
 # -- watching sessions live and die -----------------------------------------------------
 
 
-def test_session_events_log_shows_begin_commit_rollback_and_remove(database_url, _schema, caplog):
-    from webapp import create_app
-    from webapp.db import events_log, get_engine
-
-    app = create_app({"DATABASE_URL": database_url, "SESSION_EVENTS_LOG": True})
+def test_session_events_log_shows_begin_commit_rollback_and_remove(committing, make_app, database_url, caplog):
+    app = make_app(DATABASE_URL=database_url, SESSION_EVENTS_LOG=True)
     client = app.test_client()
     try:
         with caplog.at_level(logging.INFO, logger="webapp.session"):
@@ -152,10 +138,6 @@ def test_session_events_log_shows_begin_commit_rollback_and_remove(database_url,
             client.post("/api/users", json={"name": "Log", "email": "log@example.com"},
                         headers={"X-Request-ID": "req-2"})
     finally:
-        with get_engine(app).begin() as connection:
-            connection.execute(User.__table__.delete())
-            connection.execute(AuditEntry.__table__.delete())
-        get_engine(app).dispose()
         events_log.setLevel(logging.NOTSET)  # quiet again for the tests that follow
         events_log.handlers.clear()
 

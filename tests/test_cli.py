@@ -2,48 +2,42 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect, select
 
 from conftest import stored_users, user_count
-from webapp import create_app, migrations
+from server import ROOT
+from webapp import migrations
 from webapp.db import Session, get_engine
 from webapp.models import AuditEntry
 
 
-def test_init_db_upgrades_an_empty_database_to_the_latest_migration(tmp_path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
-    try:
-        result = app.test_cli_runner().invoke(args=["init-db"])
+def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
+    app = make_app()  # a new, empty SQLite file
+    result = app.test_cli_runner().invoke(args=["init-db"])
 
-        assert result.exit_code == 0, result.output
-        inspector = inspect(get_engine(app))
-        assert set(inspector.get_table_names()) == {"users", "audit_log", "alembic_version"}
-        assert {c["name"] for c in inspector.get_columns("users")} == {
-            "id", "name", "email", "created_at", "updated_at", "version"}
-        [index] = inspector.get_indexes("users")
-        assert index["unique"] and index["column_names"] == ["email"]
-        with app.app_context():
-            assert migrations.current() == migrations.head()
-    finally:
-        get_engine(app).dispose()
+    assert result.exit_code == 0, result.output
+    inspector = inspect(get_engine(app))
+    assert set(inspector.get_table_names()) == {"users", "audit_log", "alembic_version"}
+    assert {c["name"] for c in inspector.get_columns("users")} == {
+        "id", "name", "email", "created_at", "updated_at", "version"}
+    [index] = inspector.get_indexes("users")
+    assert index["unique"] and index["column_names"] == ["email"]
+    with app.app_context():
+        assert migrations.current() == migrations.head()
 
 
-def test_db_upgrade_downgrade_and_current_commands(tmp_path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'steps.sqlite3'}"})
+def test_db_upgrade_downgrade_and_current_commands(make_app):
+    app = make_app()  # a new, empty SQLite file
     runner = app.test_cli_runner()
-    try:
-        assert runner.invoke(args=["db", "current"]).output.strip() == "base"
-        assert runner.invoke(args=["db", "upgrade", "0001"]).exit_code == 0
-        assert runner.invoke(args=["db", "current"]).output.strip() == "0001"
-        assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
-        assert runner.invoke(args=["db", "current"]).output.strip() == migrations_head(app)
-        assert runner.invoke(args=["db", "downgrade", "base"]).exit_code == 0
-        assert inspect(get_engine(app)).get_table_names() == ["alembic_version"]
-    finally:
-        get_engine(app).dispose()
+    assert runner.invoke(args=["db", "current"]).output.strip() == "base"
+    assert runner.invoke(args=["db", "upgrade", "0001"]).exit_code == 0
+    assert runner.invoke(args=["db", "current"]).output.strip() == "0001"
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(args=["db", "current"]).output.strip() == migrations_head(app)
+    assert runner.invoke(args=["db", "downgrade", "base"]).exit_code == 0
+    assert inspect(get_engine(app)).get_table_names() == ["alembic_version"]
 
 
 def migrations_head(app):
@@ -93,7 +87,7 @@ def test_the_flask_command_finds_the_app_through_wsgi(tmp_path):
     env = {"PATH": "", "APP_ENV": "testing", "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"}
 
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"],
-                            cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=60)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli.sqlite3").exists()

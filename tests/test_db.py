@@ -7,11 +7,9 @@ import pytest
 from sqlalchemy import event, text
 
 from config import Config
-from webapp import create_app
-from webapp.db import Session, get_engine
-from webapp.engine import database_url, engine_options
-
-SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
+from conftest import SETTINGS, pg_engine_options
+from webapp.db import get_engine
+from webapp.engine import database_url
 
 
 @pytest.mark.parametrize("raw", ["postgresql://u@db:5432/app", "postgres://u@db:5432/app",
@@ -32,8 +30,7 @@ def test_without_database_url_the_default_is_a_sqlite_file_in_the_instance_folde
 
 
 def test_postgresql_pool_is_pre_pinged_recycled_sized_for_every_thread_and_quick_to_give_up():
-    settings = {**SETTINGS, "GUNICORN_THREADS": 8}
-    options = engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+    options = pg_engine_options(GUNICORN_THREADS=8)
 
     assert options["pool_pre_ping"] is True
     assert options["pool_recycle"] == Config.DB_POOL_RECYCLE
@@ -43,28 +40,20 @@ def test_postgresql_pool_is_pre_pinged_recycled_sized_for_every_thread_and_quick
 
 
 def test_ping_after_idle_replaces_pool_pre_ping_when_asked():
-    settings = {**SETTINGS, "DB_PING_AFTER_IDLE": 1.0}
-    options = engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+    options = pg_engine_options(DB_PING_AFTER_IDLE=1.0)
 
     assert options["pool_pre_ping"] is False  # the idle ping is tested in test_pool.py
 
 
 def test_an_explicit_pool_size_wins_over_the_thread_count():
-    settings = {**SETTINGS, "GUNICORN_THREADS": 4, "DB_POOL_SIZE": 12}
-
-    assert engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))[
-        "pool_size"] == 12
+    assert pg_engine_options(GUNICORN_THREADS=4, DB_POOL_SIZE=12)["pool_size"] == 12
 
 
-def test_the_app_engine_for_postgresql_urls_is_psycopg2(database_url, backend):
-    app = create_app({"DATABASE_URL": database_url.replace("postgresql+psycopg2://", "postgresql://")})
-    engine = get_engine(app)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-            driver_module = type(connection.connection.dbapi_connection).__module__
-    finally:
-        engine.dispose()
+def test_the_app_engine_for_postgresql_urls_is_psycopg2(make_app, database_url, backend):
+    engine = get_engine(make_app(DATABASE_URL=database_url.replace("postgresql+psycopg2://", "postgresql://")))
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+        driver_module = type(connection.connection.dbapi_connection).__module__
 
     expected = "sqlite3" if backend == "sqlite" else "psycopg2"
     assert engine.dialect.driver == ("pysqlite" if backend == "sqlite" else "psycopg2")
@@ -75,11 +64,8 @@ def test_the_app_engine_for_postgresql_urls_is_psycopg2(database_url, backend):
 
 
 @pytest.fixture
-def sqlite_app(tmp_path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'lite.sqlite3'}"})
-    yield app
-    Session.remove()
-    get_engine(app).dispose()
+def sqlite_app(make_app):
+    return make_app()  # a throwaway SQLite file, whatever the backend under test
 
 
 def test_sqlite_connections_use_wal_a_busy_timeout_and_foreign_keys(sqlite_app):
@@ -161,12 +147,9 @@ def test_sqlite_concurrent_writers_wait_their_turn_instead_of_failing(sqlite_app
     assert sorted(statuses) == [200] * writers * per_writer + [201] * writers * per_writer
 
 
-def test_sql_echo_logs_every_statement(tmp_path, caplog):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'echo.sqlite3'}", "SQL_ECHO": True})
-    try:
-        with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
-            app.test_client().get("/healthz")
-    finally:
-        get_engine(app).dispose()
+def test_sql_echo_logs_every_statement(make_app, caplog):
+    app = make_app(SQL_ECHO=True)
+    with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
+        app.test_client().get("/healthz")
 
     assert any("SELECT 1" in record.getMessage() for record in caplog.records)

@@ -1,11 +1,10 @@
 """README documents what the code reads, and the two commands come first."""
 
 import re
-from pathlib import Path
 
 import config
+from server import ROOT
 
-ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
 
 

@@ -7,8 +7,7 @@ import io
 import pytest
 from sqlalchemy import event
 
-from conftest import add_users
-from test_session_lifecycle import assert_session_gone
+from conftest import add_users, assert_session_gone
 from webapp.db import Session, get_engine
 
 PATHS = ["/users.csv", "/api/users.csv"]

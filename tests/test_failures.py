@@ -13,7 +13,6 @@ from sqlalchemy import create_engine, text
 
 from conftest import app_backends, users_table_held
 from server import run_clients
-from webapp import create_app
 from webapp.db import Session, get_engine
 
 POOL_TIMEOUT = 2
@@ -104,8 +103,8 @@ def test_an_exhausted_pool_is_a_503_after_pool_timeout_and_recovers_by_itself(se
 # -- the end of a request on a connection that died -----------------------------------
 
 
-def test_a_connection_lost_after_the_last_statement_still_ends_the_request_cleanly(cluster_database):
-    app = create_app({"DATABASE_URL": cluster_database})
+def test_a_connection_lost_after_the_last_statement_still_ends_the_request_cleanly(make_app, cluster_database):
+    app = make_app(DATABASE_URL=cluster_database)
     killer = create_engine(cluster_database, isolation_level="AUTOCOMMIT")
 
     @app.get("/lost")
@@ -121,8 +120,6 @@ def test_a_connection_lost_after_the_last_statement_still_ends_the_request_clean
         gone = not Session.registry.has() and get_engine(app).pool.checkedout() == 0
         second = client.get("/api/users")  # the thread's next request starts clean
     finally:
-        Session.remove()
-        get_engine(app).dispose()
         killer.dispose()
 
     assert first.status_code == 200

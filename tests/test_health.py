@@ -4,9 +4,6 @@ import time
 
 import pytest
 
-from webapp import create_app
-from webapp.db import Session, get_engine
-
 
 def test_healthz_is_ok_when_the_database_answers(client):
     response = client.get("/healthz")
@@ -19,14 +16,10 @@ def test_healthz_is_ok_when_the_database_answers(client):
     "postgresql://postgres@127.0.0.1:1/test",  # nothing listens on port 1
     "sqlite:////nonexistent-directory/for/webapp.sqlite3",
 ])
-def test_healthz_is_503_problem_json_quickly_when_the_database_is_unreachable(url):
-    app = create_app({"DATABASE_URL": url})
+def test_healthz_is_503_problem_json_quickly_when_the_database_is_unreachable(make_app, url):
+    app = make_app(DATABASE_URL=url)
     started = time.monotonic()
-    try:
-        response = app.test_client().get("/healthz")
-    finally:
-        Session.remove()
-        get_engine(app).dispose()
+    response = app.test_client().get("/healthz")
 
     assert response.status_code == 503
     assert response.mimetype == "application/problem+json"

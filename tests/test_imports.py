@@ -9,9 +9,10 @@ import pytest
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from conftest import add_users, stored_users, user_count
-from test_api import assert_problem
-from test_audit import audit_rows
+from conftest import add_users, assert_problem, audit_rows, stored_users, user_count
+from webapp import imports
+from webapp.db import session_opened
+from webapp.imports import BATCH_SIZE
 
 HEADER = "name,email\n"
 
@@ -69,8 +70,6 @@ def test_a_partial_import_writes_the_valid_rows_and_reports_the_rest_by_line(cli
 
 
 def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
-    from webapp import imports
-
     rows = [f"User {n},user{n}@example.com" for n in range(5)] + ["Again,user1@example.com"]
     with app.test_request_context():
         report = imports.import_users(imports.read_csv(io.BytesIO(csv_body(*rows))), "partial", batch_size=2)
@@ -81,9 +80,6 @@ def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
 
 @pytest.mark.parametrize("tail", [b"", "Jos\u00e9,jose@example.com\n".encode("latin-1")], ids=["good", "unreadable"])
 def test_only_the_callers_thread_uses_the_session_and_no_thread_outlives_the_import(app, client, tail):
-    from webapp import imports
-    from webapp.db import session_opened
-
     # 30 kB, so that an unreadable tail is found batches after the import began.
     body = csv_body(*[f"User {n},user{n}@example.com" for n in range(1000)]) + tail
     threads = []
@@ -158,8 +154,6 @@ def test_an_unreadable_file_is_422_naming_the_problem_and_writes_nothing(client,
 
 
 def test_a_bad_line_deep_in_a_file_rolls_back_the_batches_before_it(client):
-    from webapp.imports import BATCH_SIZE
-
     rows = [f"User {n},user{n}@example.com" for n in range(BATCH_SIZE + 500)]
     body = csv_body(*rows) + "Jos\u00e9,jose@example.com\n".encode("latin-1")
 

@@ -9,10 +9,10 @@ import threading
 import pytest
 from flask import jsonify
 from prometheus_client import REGISTRY
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from conftest import add_users
-from webapp.db import Session
+from webapp.db import Session, get_engine
 
 SERVER_TIMING = re.compile(r'db;dur=(\d+(?:\.\d+)?);desc="(\d+) queries"')
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -65,9 +65,6 @@ def test_an_unusable_request_id_is_replaced_by_a_new_one(client, sent):
 
 def statements_seen(app):
     """Count the statements the engine sends, independently of the app's own count."""
-    from sqlalchemy import event
-    from webapp.db import get_engine
-
     seen = []
     event.listen(get_engine(app), "before_cursor_execute", lambda *args: seen.append(args[2]))
     return seen

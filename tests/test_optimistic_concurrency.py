@@ -3,9 +3,7 @@ and an edit form that notices when someone saved in between."""
 
 import pytest
 
-from conftest import add_users, stored_users
-from test_api import assert_problem
-from test_transactions import race
+from conftest import add_users, assert_problem, race, stored_users
 
 ADA = ("Ada", "ada@example.com")
 

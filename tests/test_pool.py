@@ -11,25 +11,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from conftest import TEST_DATABASE_URL
-from webapp import create_app
-from webapp.db import Session, get_engine
+from webapp.db import get_engine
 
 pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs a PostgreSQL server")
-
-
-@pytest.fixture
-def make_app(database_url, _schema):
-    apps = []
-
-    def make(ping_after_idle: float):
-        app = create_app({"DATABASE_URL": database_url, "DB_PING_AFTER_IDLE": ping_after_idle})
-        apps.append(app)
-        return app
-
-    yield make
-    Session.remove()
-    for app in apps:
-        get_engine(app).dispose()
 
 
 def pooled_backend(app) -> int:
@@ -53,8 +37,8 @@ def kill(app, pid: int) -> None:
         admin.dispose()
 
 
-def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(make_app):
-    app = make_app(ping_after_idle=0.2)
+def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(make_app, database_url):
+    app = make_app(DATABASE_URL=database_url, DB_PING_AFTER_IDLE=0.2)
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     dead = pooled_backend(app)
@@ -66,8 +50,8 @@ def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(mak
     assert pooled_backend(app) != dead
 
 
-def test_with_ping_after_idle_0_every_checkout_is_pinged(make_app):
-    app = make_app(ping_after_idle=0)
+def test_with_ping_after_idle_0_every_checkout_is_pinged(make_app, database_url):
+    app = make_app(DATABASE_URL=database_url, DB_PING_AFTER_IDLE=0)
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
 
@@ -76,8 +60,8 @@ def test_with_ping_after_idle_0_every_checkout_is_pinged(make_app):
     assert client.get("/healthz").status_code == 200
 
 
-def test_a_connection_killed_moments_after_use_fails_one_request_then_the_pool_is_renewed(make_app):
-    app = make_app(ping_after_idle=60)
+def test_a_connection_killed_moments_after_use_fails_one_request_then_the_pool_is_renewed(make_app, database_url):
+    app = make_app(DATABASE_URL=database_url, DB_PING_AFTER_IDLE=60)
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     dead = pooled_backend(app)

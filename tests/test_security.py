@@ -6,8 +6,6 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import add_users, stored_users, user_count
-from webapp import create_app
-from webapp.db import Session, get_engine
 
 ADA = ("Ada Lovelace", "ada@example.com")
 OBRIEN = ("Conan O'Brien", "conan@example.com")
@@ -29,21 +27,19 @@ RESPONSES = {  # one of every kind: (method, path, request arguments, status)
 
 
 @pytest.fixture
-def production_app(database_url, _schema, monkeypatch):
+def production_app(make_app, database_url, _schema, monkeypatch):
     """APP_ENV=production on the test database, with FLASK_DEBUG=1 in the way."""
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a-production-key-for-tests-only")
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    app = create_app({"DATABASE_URL": database_url})
+    app = make_app(DATABASE_URL=database_url)
 
     @app.get("/explode")
     @app.get("/api/explode")
     def explode():
         raise RuntimeError("secret internals: password=hunter2")
 
-    yield app
-    Session.remove()
-    get_engine(app).dispose()
+    return app
 
 
 def request(client, kind):

@@ -10,16 +10,10 @@ import pytest
 from flask import Response, abort, current_app, jsonify, stream_with_context
 from sqlalchemy import select, text
 
-from conftest import user_count
+from conftest import assert_session_gone, user_count
 from webapp import csrf
-from webapp.db import Session, get_engine
+from webapp.db import Session
 from webapp.models import User
-
-
-def assert_session_gone(app):
-    """The thread's registry is empty and every pooled connection is back."""
-    assert not Session.registry.has()
-    assert get_engine(app).pool.checkedout() == 0
 
 
 # -- the registry -------------------------------------------------------------------

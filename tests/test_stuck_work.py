@@ -10,18 +10,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from config import Config
-from conftest import app_backends, users_table_held
+from conftest import app_backends, pg_engine_options, users_table_held
 from webapp.db import get_engine
-from webapp.engine import database_url, engine_options
-
-SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
 
 
 def test_postgresql_connections_are_given_both_timeouts_from_the_config():
-    settings = {**SETTINGS, "DB_STATEMENT_TIMEOUT": 2.5, "DB_IDLE_IN_TRANSACTION_TIMEOUT": 60}
-
-    options = engine_options(settings, database_url({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+    options = pg_engine_options(DB_STATEMENT_TIMEOUT=2.5, DB_IDLE_IN_TRANSACTION_TIMEOUT=60)
 
     assert options["connect_args"]["options"] == (
         "-c statement_timeout=2500 -c idle_in_transaction_session_timeout=60000")

@@ -1,32 +1,11 @@
 """A request is one unit of work: all of it commits, or none of it does,
 also when requests race each other on separate threads."""
 
-import threading
-
 import pytest
 
-from conftest import add_users, stored_users, user_count
+from conftest import add_users, race, stored_users, user_count
 
 ROUNDS = 5
-
-
-def race(app, requests):
-    """Run each request function on its own thread with its own client, released
-    together by a barrier, and return their responses in order."""
-    barrier = threading.Barrier(len(requests))
-    responses = [None] * len(requests)
-
-    def run(index, request):
-        client = app.test_client()
-        barrier.wait()
-        responses[index] = request(client)
-
-    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return responses
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))

@@ -9,14 +9,12 @@ would hide that nothing ran.
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from server import Server
+from server import ROOT, Server
 
-ROOT = Path(__file__).parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
