@@ -2,8 +2,9 @@
 with the thread-local session of webapp.db.
 
 WEB_CONCURRENCY (workers), GUNICORN_THREADS (threads per worker), HOST, PORT,
-GUNICORN_MAX_REQUESTS and GUNICORN_PRELOAD come from the environment. The app sizes its connection pool from GUNICORN_THREADS
-too, so each thread can always have a connection.
+GUNICORN_MAX_REQUESTS and GUNICORN_PRELOAD come from the environment. The app
+sizes its connection pool from GUNICORN_THREADS too, so each thread can always
+have a connection.
 
 Metrics: every worker writes its Prometheus metrics to files in
 PROMETHEUS_MULTIPROC_DIR, and /metrics adds up all of them (webapp/metrics.py).
