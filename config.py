@@ -1,4 +1,5 @@
-"""Configuration: class defaults, then the environment, then the caller's overrides.
+"""Configuration, in one place: class defaults, then the environment, then the
+caller's overrides (`load`, called by create_app).
 
 `APP_ENV` picks the class (development by default). Every setting the environment
 can override is listed in ENVIRONMENT, with the type it is parsed as, so README and
@@ -6,8 +7,12 @@ code cannot drift apart silently: tests compare the two.
 """
 
 import os
+import secrets
+import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from flask import Flask
 
 
 def _flag(value: str) -> bool:
@@ -42,7 +47,7 @@ class Config:
     DATABASE_URL: str | None = None
     SQL_ECHO = False
     SESSION_EVENTS_LOG = False  # log begin/commit/rollback/remove of each thread's session
-    # None means generated once and kept in the instance folder (see webapp.settings.instance_secret_key).
+    # None means generated once and kept in the instance folder (see instance_secret_key).
     SECRET_KEY: str | None = None
     # Threads per gunicorn worker; the pool is sized from it (one connection per thread).
     GUNICORN_THREADS = 4
@@ -56,10 +61,11 @@ class Config:
     DB_STATEMENT_TIMEOUT = 15.0
     # ...and a session idle inside a transaction this long is closed.
     DB_IDLE_IN_TRANSACTION_TIMEOUT = 30.0
-    # 0: pool_pre_ping, every PostgreSQL checkout is pinged. > 0: only a connection
-    # idle in the pool this long is pinged, saving a round trip per request at the
-    # price of failing (503) the requests that meet a restart. See webapp.engine.
-    DB_PING_AFTER_IDLE = 0.0
+    # A PostgreSQL connection idle in the pool this long is pinged before use; under
+    # load none is, which saves a round trip per request. 0: ping every checkout
+    # (pool_pre_ping). A connection that dies under a request anyway costs that
+    # request one more try, not an error (webapp.db).
+    DB_PING_AFTER_IDLE = 1.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
     SESSION_COOKIE_HTTPONLY = True
@@ -122,9 +128,7 @@ def config_class(environ: Mapping[str, str] = os.environ) -> type[Config]:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise RuntimeError(
-            f"APP_ENV={name!r} is not one of {', '.join(sorted(CONFIGS))}"
-        ) from None
+        raise RuntimeError(f"APP_ENV={name!r} is not one of {', '.join(sorted(CONFIGS))}") from None
 
 
 def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -139,3 +143,37 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
         except ValueError as error:
             raise RuntimeError(f"{name}={raw!r} is invalid: {error}") from None
     return settings
+
+
+def load(app: Flask, overrides: dict[str, Any] | None = None) -> None:
+    """Class defaults (by APP_ENV), then the environment, then `overrides` (tests)."""
+    cls = config_class()
+    app.config.from_object(cls)
+    app.config.update(from_environment())
+    app.config.update(overrides or {})
+    if not app.config["SECRET_KEY"]:
+        if issubclass(cls, ProductionConfig):
+            raise RuntimeError("SECRET_KEY must be set in production (APP_ENV=production).")
+        app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
+
+
+def instance_secret_key(instance_path: str) -> str:
+    """A random key made once per instance folder and kept there, so sessions and
+    CSRF tokens survive restarts and are shared by every worker."""
+    path = os.path.join(instance_path, "secret_key")
+    os.makedirs(instance_path, exist_ok=True)
+    if not os.path.exists(path):
+        # Write aside, then link into place: link fails if the name exists, so when
+        # several workers start at once exactly one key wins, and nobody reads a
+        # half-written file.
+        fd, draft = tempfile.mkstemp(dir=instance_path)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_hex(32))
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    with open(path) as file:
+        return file.read().strip()

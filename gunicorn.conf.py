@@ -23,9 +23,10 @@ preload_app = os.environ.get("GUNICORN_PRELOAD", "").lower() in {"1", "true", "y
 timeout = 30
 # SIGTERM: stop accepting, let requests in flight finish (up to this long), exit.
 graceful_timeout = 30
-# Replace each worker after about this many requests, so that a slow leak cannot
-# grow for ever; the jitter keeps the workers from restarting all at once.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+# Off by default: a restart costs a worker its imports, its app and its pool, about
+# 0.7 s of CPU, which at a thousand requests was a third of all CPU under load.
+# Set it to contain a leak you cannot fix; the jitter staggers the restarts.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max(max_requests // 10, 1) if max_requests else 0
 # No access log: the app logs one line per request itself (webapp/observability.py),
 # with its request id and query count. Ours goes to stdout in gunicorn's format,
@@ -36,8 +37,12 @@ accesslog = None
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
-                               "datefmt": "[%Y-%m-%d %H:%M:%S %z]"}},
+    "formatters": {
+        "generic": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+            "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"}},
     "loggers": {"webapp": {"level": "INFO", "handlers": ["console"], "propagate": False}},
     "root": {"level": "INFO", "handlers": ["console"]},

@@ -47,9 +47,13 @@ def cursor():
 
 def as_json(row) -> dict:
     id_, name, email, created_at, updated_at, _ = row
-    return {"id": id_, "name": name, "email": email,
-            "created_at": created_at.astimezone(UTC).isoformat(),
-            "updated_at": updated_at.astimezone(UTC).isoformat()}
+    return {
+        "id": id_,
+        "name": name,
+        "email": email,
+        "created_at": created_at.astimezone(UTC).isoformat(),
+        "updated_at": updated_at.astimezone(UTC).isoformat(),
+    }
 
 
 def user_response(row, status: int = 200) -> Response:
@@ -82,20 +86,30 @@ def list_users():
         pattern = "%" + q.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
         where, params = "(name ILIKE %s ESCAPE '/' OR email ILIKE %s ESCAPE '/')", [pattern, pattern]
     with cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM (SELECT id FROM users WHERE {where} LIMIT %s) AS capped",
-                    [*params, CAP + 1])
+        cur.execute(f"SELECT count(*) FROM (SELECT id FROM users WHERE {where} LIMIT %s) AS capped", [*params, CAP + 1])
         count = cur.fetchone()[0]
         keyset = " AND id > %s" if after is not None else ""
-        cur.execute(f"SELECT {COLUMNS} FROM users WHERE {where}{keyset} ORDER BY id LIMIT %s",
-                    [*params, *([after] if after is not None else []), per_page + 1])
+        cur.execute(
+            f"SELECT {COLUMNS} FROM users WHERE {where}{keyset} ORDER BY id LIMIT %s",
+            [*params, *([after] if after is not None else []), per_page + 1],
+        )
         rows = cur.fetchall()
     next_url = None
     if len(rows) > per_page:
-        token = base64.urlsafe_b64encode(json.dumps({"after": rows[per_page - 1][0]},
-                                                    separators=(",", ":")).encode()).rstrip(b"=").decode()
+        token = (
+            base64.urlsafe_b64encode(json.dumps({"after": rows[per_page - 1][0]}, separators=(",", ":")).encode())
+            .rstrip(b"=")
+            .decode()
+        )
         next_url = url_for("list_users", q=q or None, per_page=per_page, cursor=token, _external=True)
-    response = jsonify(items=[as_json(row) for row in rows[:per_page]], page=None if after is not None else 1,
-                       per_page=per_page, total=min(count, CAP), total_capped=count > CAP, next=next_url)
+    response = jsonify(
+        items=[as_json(row) for row in rows[:per_page]],
+        page=None if after is not None else 1,
+        per_page=per_page,
+        total=min(count, CAP),
+        total_capped=count > CAP,
+        next=next_url,
+    )
     if next_url:
         response.headers["Link"] = f'<{next_url}>; rel="next"'
     return response
@@ -108,12 +122,16 @@ def create_user():
     now = datetime.now(UTC)
     try:
         with cursor() as cur:
-            cur.execute(f"INSERT INTO users (name, email, created_at, updated_at) VALUES (%s, %s, %s, %s) "
-                        f"RETURNING {COLUMNS}", (name, email, now, now))
+            cur.execute(
+                f"INSERT INTO users (name, email, created_at, updated_at) VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}",
+                (name, email, now, now),
+            )
             row = cur.fetchone()
             changes = json.dumps({"name": [None, name], "email": [None, email]})
-            cur.execute("INSERT INTO audit_log (user_id, action, changes, at) VALUES (%s, 'insert', %s, %s)",
-                        (row[0], changes, now))
+            cur.execute(
+                "INSERT INTO audit_log (user_id, action, changes, at) VALUES (%s, 'insert', %s, %s)",
+                (row[0], changes, now),
+            )
     except psycopg2.errors.UniqueViolation:
         return jsonify(status=409), 409
     response = user_response(row, 201)

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,13 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPTS = ROOT / "bench" / "wrk"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-# Both servers run with exactly these settings (and gunicorn.conf.py).
-# DB_PING_AFTER_IDLE=1: the app pings only pooled connections idle for a second,
-# not every checkout (its default, pool_pre_ping); README says so beside the figures.
-# GUNICORN_MAX_REQUESTS=0: no worker recycling mid-run, which would both cost a
-# restart and reset the per-process CPU counters the CPU column is read from.
-GUNICORN_ENV = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "HOST": "127.0.0.1", "DB_PING_AFTER_IDLE": "1",
-                "GUNICORN_MAX_REQUESTS": "0"}
+# Every server runs with exactly these settings (and gunicorn.conf.py); the app
+# keeps its defaults otherwise. BENCH_THREADS / BENCH_WORKERS change the shape.
+GUNICORN_ENV = {
+    "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "2"),
+    "GUNICORN_THREADS": os.environ.get("BENCH_THREADS", "8"),
+    "HOST": "127.0.0.1",
+}
 
 
 def log(message: str) -> None:
@@ -73,11 +74,19 @@ def scratch_database(server_url: str):
 def flask_cli(database_url: str, *args: str) -> None:
     """Run the app's own CLI (`flask --app wsgi ...`) on the database."""
     env = {**os.environ, "DATABASE_URL": database_url, "APP_ENV": "testing"}
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def sql(database_url: str, statement: str, params=None) -> list[tuple]:
+    if database_url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as lite:
+            return lite.execute(statement, params or ()).fetchall()
     connection = psycopg2.connect(database_url)
     connection.autocommit = True  # VACUUM cannot run in a transaction
     try:
@@ -125,11 +134,23 @@ class Server:
 def gunicorn(module: str, database_url: str, logs: Path):
     """`gunicorn -c gunicorn.conf.py MODULE` on a free port, healthy, then terminated."""
     port = free_port()
-    env = {**os.environ, **GUNICORN_ENV, "PORT": str(port), "DATABASE_URL": database_url,
-           "APP_ENV": "production", "SECRET_KEY": secrets.token_hex(16)}
-    log_file = open(logs / f"{module.replace(':', '_')}.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", module],
-                              cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        **GUNICORN_ENV,
+        "PORT": str(port),
+        "DATABASE_URL": database_url,
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_hex(16),
+    }
+    log_path = logs / f"{module.replace(':', '_')}.log"
+    with open(log_path, "w") as log_file:  # the server keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", module],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -141,7 +162,7 @@ def gunicorn(module: str, database_url: str, logs: Path):
             except OSError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{module} did not become healthy; see {log_file.name}")
+                raise RuntimeError(f"{module} did not become healthy; see {log_path}")
             time.sleep(0.2)
         log(f"{module} on {base}")
         yield Server(base, server.pid)
@@ -152,7 +173,13 @@ def gunicorn(module: str, database_url: str, logs: Path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        log_file.close()
+
+
+@contextmanager
+def servers(modules: dict[str, str], database_url: str, logs: Path):
+    """Several `gunicorn()` servers at once: name -> Server, all terminated afterwards."""
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(gunicorn(module, database_url, logs)) for name, module in modules.items()}
 
 
 # -- load ---------------------------------------------------------------------------
@@ -214,15 +241,30 @@ def drive(server: Server, scenario: Scenario, seconds: float, connections: int, 
 
 
 def _wrk(base, scenario, seconds, connections, workdir) -> Result:
-    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-               base, *scenario.wrk_args(workdir)]
+    command = [
+        "wrk",
+        "-t",
+        str(min(2, connections)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        base,
+        *scenario.wrk_args(workdir),
+    ]
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"wrk failed: {finished.stdout}{finished.stderr}")
     summary = json.loads(finished.stdout.strip().splitlines()[-1])
-    return Result(rps=summary["requests"] / (summary["duration_us"] / 1e6),
-                  p50_ms=summary["p50_us"] / 1000, p99_ms=summary["p99_us"] / 1000,
-                  failed=summary["socket_errors"] + summary["bad_status"], requests=summary["requests"])
+    return Result(
+        rps=summary["requests"] / (summary["duration_us"] / 1e6),
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+        failed=summary["socket_errors"] + summary["bad_status"],
+        requests=summary["requests"],
+    )
 
 
 def _python_client(base, scenario, seconds, connections) -> Result:
@@ -242,8 +284,9 @@ def _python_client(base, scenario, seconds, connections) -> Result:
             started = time.perf_counter()
             try:
                 if scenario.paths is None:
-                    body = json.dumps({"name": f"Bench User {count}",
-                                       "email": f"bench-{run_id}-{number}-{count}@example.com"})
+                    body = json.dumps(
+                        {"name": f"Bench User {count}", "email": f"bench-{run_id}-{number}-{count}@example.com"}
+                    )
                     connection.request("POST", "/api/users", body, {"Content-Type": "application/json"})
                 else:
                     connection.request("GET", random.choice(scenario.paths))
@@ -268,19 +311,25 @@ def _python_client(base, scenario, seconds, connections) -> Result:
         thread.join()
     elapsed = time.monotonic() - started
     latencies.sort()
-    return Result(rps=len(latencies) / elapsed,
-                  p50_ms=1000 * latencies[len(latencies) // 2],
-                  p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-                  failed=failed[0], requests=len(latencies))
+    return Result(
+        rps=len(latencies) / elapsed,
+        p50_ms=1000 * latencies[len(latencies) // 2],
+        p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        failed=failed[0],
+        requests=len(latencies),
+    )
 
 
 def combine(results: list[Result]) -> Result:
     """Several runs of one scenario on one server: the median of each figure."""
-    return Result(rps=statistics.median(r.rps for r in results),
-                  p50_ms=statistics.median(r.p50_ms for r in results),
-                  p99_ms=statistics.median(r.p99_ms for r in results),
-                  failed=sum(r.failed for r in results), requests=sum(r.requests for r in results),
-                  cpu_ms=statistics.median(r.cpu_ms for r in results))
+    return Result(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        failed=sum(r.failed for r in results),
+        requests=sum(r.requests for r in results),
+        cpu_ms=statistics.median(r.cpu_ms for r in results),
+    )
 
 
 def add_load_options(parser, seconds: float, rounds: str) -> None:
@@ -288,7 +337,7 @@ def add_load_options(parser, seconds: float, rounds: str) -> None:
     parser.add_argument("--seconds", type=float, default=seconds, help="length of each measured run")
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured run before each scenario")
     parser.add_argument("--rounds", type=int, default=2, help=rounds)
-    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
 
 
 def alternate(servers: dict, scenarios: dict, args, workdir: Path) -> dict[str, Result]:
@@ -301,9 +350,11 @@ def alternate(servers: dict, scenarios: dict, args, workdir: Path) -> dict[str, 
         for name, server in servers.items():
             result = drive(server, scenarios[name], args.seconds, args.connections, workdir)
             runs[name].append(result)
-            log(f"{scenarios[name].name:<36} {name:<5} round {round_ + 1}: {result.rps:7.0f} req/s  "
+            log(
+                f"{scenarios[name].name:<36} {name:<5} round {round_ + 1}: {result.rps:7.0f} req/s  "
                 f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                f"CPU {result.cpu_ms:5.2f} ms/req  failed {result.failed}")
+                f"CPU {result.cpu_ms:5.2f} ms/req  failed {result.failed}"
+            )
     return {name: combine(results) for name, results in runs.items()}
 
 
@@ -311,7 +362,7 @@ def alternate(servers: dict, scenarios: dict, args, workdir: Path) -> dict[str, 
 
 
 def cursor(after: int) -> str:
-    """The app's cursor format (webapp.schemas.encode_cursor), for paths at any depth."""
+    """The app's cursor format (webapp.domain.schemas.encode_cursor), for paths at any depth."""
     return base64.urlsafe_b64encode(json.dumps({"after": after}, separators=(",", ":")).encode()).rstrip(b"=").decode()
 
 
@@ -321,16 +372,14 @@ def id_range(database_url: str) -> tuple[int, int]:
 
 def rare_fragments(database_url: str, count: int = 300) -> list[str]:
     """Six characters of the random part of existing emails: each matches a user or two."""
-    emails = [row[0] for row in sql(database_url, "SELECT email FROM users TABLESAMPLE SYSTEM (10) LIMIT %s",
-                                    (count,))]
+    emails = [row[0] for row in sql(database_url, "SELECT email FROM users TABLESAMPLE SYSTEM (10) LIMIT %s", (count,))]
     if len(emails) < count:
-        emails += [row[0] for row in sql(database_url, "SELECT email FROM users ORDER BY random() LIMIT %s",
-                                         (count,))]
+        emails += [row[0] for row in sql(database_url, "SELECT email FROM users ORDER BY random() LIMIT %s", (count,))]
     fragments = []
     for email in emails[:count]:
         token = email.split("@")[0].rsplit(".", 1)[-1]
         start = random.randrange(len(token) - 5)
-        fragments.append(token[start:start + 6])
+        fragments.append(token[start : start + 6])
     return fragments
 
 
@@ -341,5 +390,5 @@ def tempdir():
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """A Markdown table, ready to paste into README."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(headers), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)])

@@ -24,8 +24,9 @@ sys.path.insert(0, str(harness.ROOT))
 
 def call(app, environ: dict) -> int:
     status = []
-    body = app(dict(environ, **{"wsgi.input": io.BytesIO(environ["bench.body"])}),
-               lambda s, h, exc_info=None: status.append(s))
+    body = app(
+        dict(environ, **{"wsgi.input": io.BytesIO(environ["bench.body"])}), lambda s, h, exc_info=None: status.append(s)
+    )
     for _ in body:
         pass
     getattr(body, "close", lambda: None)()
@@ -34,8 +35,9 @@ def call(app, environ: dict) -> int:
 
 def environ(path: str, method: str = "GET", body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else b""
-    built = EnvironBuilder(path=path, method=method, data=data,
-                           content_type="application/json" if body is not None else None).get_environ()
+    built = EnvironBuilder(
+        path=path, method=method, data=data, content_type="application/json" if body is not None else None
+    ).get_environ()
     built["bench.body"] = data
     return built
 
@@ -57,8 +59,10 @@ def main() -> int:
         try:
             low, high = harness.id_range(url)
             gets = [environ(f"/api/users/{random.randint(low, high)}") for _ in range(args.requests)]
-            creates = [environ("/api/users", "POST", {"name": "Profile", "email": f"profile{n}@example.com"})
-                       for n in range(args.requests)]
+            creates = [
+                environ("/api/users", "POST", {"name": "Profile", "email": f"profile{n}@example.com"})
+                for n in range(args.requests)
+            ]
             for name, requests, expected in (("get-by-id", gets, 200), ("create", creates, 201)):
                 for request in requests[:100]:  # warm up: connections, compiled-statement caches
                     call(app, request)

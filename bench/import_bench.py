@@ -3,7 +3,7 @@
     python bench/import_bench.py [--server URL] [--rows N] [--naive-rows N] [--memory-rows N]
 
 Runs in scratch databases created on that server and dropped afterwards. Prints
-rows/s for 100k rows through webapp.imports (the code path of the form, the API
+rows/s for 100k rows through webapp.bulk.imports (the code path of the form, the API
 and the CLI), for COPY ... FROM STDIN of the same rows, and for one ORM add and
 commit per row (measured on fewer rows: it is slow); then the peak memory of
 `flask import-users` on a file of 1M rows.
@@ -22,9 +22,10 @@ from harness import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from webapp import create_app, imports, migrations  # noqa: E402
+from webapp import create_app, migrations  # noqa: E402
+from webapp.bulk import imports  # noqa: E402
 from webapp.db import Session, get_engine  # noqa: E402
-from webapp.models import User  # noqa: E402
+from webapp.domain.models import User  # noqa: E402
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -42,10 +43,12 @@ def timed(action) -> float:
 
 def our_import(app, path: Path) -> float:
     with app.app_context():
+
         def run():
             with path.open("rb") as file:
                 report = imports.import_users(imports.read_csv(file), "atomic")
             assert report.created > 0 and not report.rejected_count, report
+
         return timed(run)
 
 
@@ -58,11 +61,13 @@ def copy(app, path: Path) -> float:
             with path.open() as source, raw.cursor() as cursor:
                 next(source)  # header
                 rows = (f"{line.rstrip()},{now},{now}\n" for line in source)
-                cursor.copy_expert("COPY users (name, email, created_at, updated_at) FROM STDIN WITH (FORMAT csv)",
-                                   _Lines(rows))
+                cursor.copy_expert(
+                    "COPY users (name, email, created_at, updated_at) FROM STDIN WITH (FORMAT csv)", _Lines(rows)
+                )
             raw.commit()
         finally:
             raw.close()
+
     return timed(run)
 
 
@@ -80,12 +85,14 @@ class _Lines:
 
 def naive(app, rows: int) -> float:
     with app.app_context():
+
         def run():
             session = Session()
             for n in range(rows):
                 session.add(User(name=f"Naive {n}", email=f"naive{n}@example.com"))
                 session.commit()
             Session.remove()
+
         return timed(run)
 
 
@@ -97,8 +104,13 @@ def empty(app) -> None:
 def peak_memory_mb(url: str, path: Path) -> float:
     """Peak RSS of `flask import-users FILE` in a process of its own."""
     env = {**os.environ, "DATABASE_URL": url, "APP_ENV": "development"}
-    process = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "import-users", str(path)],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "import-users", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     _, status, usage = os.wait4(process.pid, 0)
     output = process.stdout.read().decode().strip()
     if status != 0:
@@ -123,8 +135,12 @@ def main() -> None:
             migrations.upgrade("head")
 
         results = {}
-        for name, run in [("import", lambda: our_import(app, data)), ("copy", lambda: copy(app, data)),
-                          ("import", lambda: our_import(app, data)), ("copy", lambda: copy(app, data))]:
+        for name, run in [
+            ("import", lambda: our_import(app, data)),
+            ("copy", lambda: copy(app, data)),
+            ("import", lambda: our_import(app, data)),
+            ("copy", lambda: copy(app, data)),
+        ]:
             seconds = run()
             empty(app)
             results.setdefault(name, []).append(args.rows / seconds)
@@ -136,10 +152,14 @@ def main() -> None:
         best = {name: max(rates) for name, rates in results.items()}
         print(f"PostgreSQL, {args.rows:,} rows (best of 2; naive loop on {args.naive_rows:,} rows)")
         print(f"  webapp import  {best['import']:>10,.0f} rows/s")
-        print(f"  COPY           {best['copy']:>10,.0f} rows/s   import/COPY  = {best['import'] / best['copy']:.2f}"
-              "  (target >= 0.33)")
-        print(f"  naive ORM loop {best['naive']:>10,.0f} rows/s   import/naive = {best['import'] / best['naive']:.1f}"
-              "  (target >= 20)")
+        print(
+            f"  COPY           {best['copy']:>10,.0f} rows/s   import/COPY  = {best['import'] / best['copy']:.2f}"
+            "  (target >= 0.33)"
+        )
+        print(
+            f"  naive ORM loop {best['naive']:>10,.0f} rows/s   import/naive = {best['import'] / best['naive']:.1f}"
+            "  (target >= 20)"
+        )
 
         big = Path(folder) / "big.csv"
         write_csv(big, args.memory_rows)
@@ -148,8 +168,10 @@ def main() -> None:
             started = time.perf_counter()
             peak = peak_memory_mb(memory_url, big)
             elapsed = time.perf_counter() - started
-        print(f"  peak memory of import-users on {args.memory_rows:,} rows: {peak:.0f} MB "
-              f"(target < 200 MB), {args.memory_rows / elapsed:,.0f} rows/s end to end")
+        print(
+            f"  peak memory of import-users on {args.memory_rows:,} rows: {peak:.0f} MB "
+            f"(target < 200 MB), {args.memory_rows / elapsed:,.0f} rows/s end to end"
+        )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,18 @@ def scenarios(database_url: str, per_page: int = 20) -> list[Scenario]:
     deep_pages = [random.randint((high - low) // (2 * per_page), (high - low) // per_page) for _ in range(200)]
     return [
         Scenario("get-by-id", [f"/api/users/{id_}" for id_ in ids]),
-        Scenario("next page at depth (cursor)",
-                 [f"/api/users?per_page={per_page}&cursor={harness.cursor(id_ - 1)}" for id_ in ids]),
-        Scenario("search, rare fragment", [f"/api/users?q={fragment}"
-                                           for fragment in harness.rare_fragments(database_url)]),
+        Scenario(
+            "next page at depth (cursor)",
+            [f"/api/users?per_page={per_page}&cursor={harness.cursor(id_ - 1)}" for id_ in ids],
+        ),
+        Scenario(
+            "search, rare fragment", [f"/api/users?q={fragment}" for fragment in harness.rare_fragments(database_url)]
+        ),
         Scenario("search, common fragment", [f"/api/users?q={COMMON_FRAGMENT}"]),
-        Scenario("for contrast: page at depth (offset)",
-                 [f"/api/users?per_page={per_page}&page={page}" for page in deep_pages]),
+        Scenario(
+            "for contrast: page at depth (offset)",
+            [f"/api/users?per_page={per_page}&page={page}" for page in deep_pages],
+        ),
     ]
 
 
@@ -70,18 +75,43 @@ def main() -> int:
     rows = []
     for name, pair in results.items():
         s, l = pair["small"], pair["large"]  # noqa: E741
-        rows.append([name, f"{s.rps:.0f}", f"{s.p50_ms:.2f} / {s.p99_ms:.2f}", f"{l.rps:.0f}",
-                     f"{l.p50_ms:.2f} / {l.p99_ms:.2f}", f"{s.rps / l.rps:.2f}", f"{l.cpu_ms / s.cpu_ms:.2f}"])
+        rows.append(
+            [
+                name,
+                f"{s.rps:.0f}",
+                f"{s.p50_ms:.2f} / {s.p99_ms:.2f}",
+                f"{l.rps:.0f}",
+                f"{l.p50_ms:.2f} / {l.p99_ms:.2f}",
+                f"{s.rps / l.rps:.2f}",
+                f"{l.cpu_ms / s.cpu_ms:.2f}",
+            ]
+        )
     print()
-    print(f"seed-users: {small} users in {seeded['small']:.0f} s, {large} in {seeded['large']:.0f} s "
-          f"({args.large / seeded['large']:.0f} users/s)")
-    print(f"{args.rounds} rounds of {args.seconds:g} s per size and scenario, {args.connections} connections; "
-          "medians of the rounds; cost ratio = time per request at the large size over the small "
-          "(from req/s), CPU ratio = the app's CPU time per request, large over small (the database's "
-          "own work is not in it)")
+    print(
+        f"seed-users: {small} users in {seeded['small']:.0f} s, {large} in {seeded['large']:.0f} s "
+        f"({args.large / seeded['large']:.0f} users/s)"
+    )
+    print(
+        f"{args.rounds} rounds of {args.seconds:g} s per size and scenario, {args.connections} connections; "
+        "medians of the rounds; cost ratio = time per request at the large size over the small "
+        "(from req/s), CPU ratio = the app's CPU time per request, large over small (the database's "
+        "own work is not in it)"
+    )
     print()
-    print(harness.table(["scenario", f"{small}: req/s", "p50 / p99 ms", f"{large}: req/s", "p50 / p99 ms",
-                         "cost ratio", "CPU ratio"], rows))
+    print(
+        harness.table(
+            [
+                "scenario",
+                f"{small}: req/s",
+                "p50 / p99 ms",
+                f"{large}: req/s",
+                "p50 / p99 ms",
+                "cost ratio",
+                "CPU ratio",
+            ],
+            rows,
+        )
+    )
     return harness.finish(results, started)
 
 

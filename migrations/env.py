@@ -10,8 +10,8 @@ from alembic import context
 
 from webapp import create_app
 from webapp.db import get_engine
+from webapp.domain.models import Base
 from webapp.migrations import include_object
-from webapp.models import Base
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("connection"):
@@ -37,8 +37,9 @@ def _engine():
 
 
 def run_offline() -> None:
-    context.configure(url=_engine().url, target_metadata=Base.metadata,
-                      literal_binds=True, dialect_opts={"paramstyle": "named"})
+    context.configure(
+        url=_engine().url, target_metadata=Base.metadata, literal_binds=True, dialect_opts={"paramstyle": "named"}
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -12,30 +12,21 @@ The real server (gunicorn, see server.py) is `serve`/`live_server`; `pg_cluster`
 a throwaway PostgreSQL of the tests' own, for stopping and starting under load.
 """
 
-import contextlib
 import os
-import re
 import secrets
-import sqlite3
-import threading
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, delete, event, func, insert, make_url, select
+from sqlalchemy import delete, event
 
 os.environ["APP_ENV"] = "testing"
 
-import pg_cluster as pg  # noqa: E402
-from config import Config  # noqa: E402
-from server import Server  # noqa: E402
-from webapp import create_app, migrations  # noqa: E402
-from webapp.db import Session, get_engine  # noqa: E402
-from webapp.engine import database_url as url_from_settings  # noqa: E402
-from webapp.engine import engine_options, with_shipped_driver  # noqa: E402
-from webapp.models import AuditEntry, User  # noqa: E402
+from webapp import create_app, db, migrations  # noqa: E402
+from webapp.db import get_engine  # noqa: E402
+from webapp.domain.models import AuditEntry, User  # noqa: E402
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
-SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}  # the class defaults
+import pg_cluster as pg  # noqa: E402
+from helpers import TEST_DATABASE_URL, Forms, Statements, Store, empty_database  # noqa: E402
+from server import Server  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -49,31 +40,6 @@ def pytest_sessionfinish(session, exitstatus):
     if TEST_DATABASE_URL and skipped and session.exitstatus == 0:
         reporter.write_line(f"FAILED: {skipped} test(s) skipped on the PostgreSQL run", red=True)
         session.exitstatus = 1
-
-
-@contextmanager
-def scratch_postgresql_database():
-    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards."""
-    server = create_engine(with_shipped_driver(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
-    scratch = f"{server.url.database}_{secrets.token_hex(4)}"
-    with server.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
-    try:
-        yield server.url.set(database=scratch).render_as_string(hide_password=False)
-    finally:
-        with server.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
-        server.dispose()
-
-
-@contextmanager
-def empty_database(tmp_path):
-    """A new, empty database on the backend under test."""
-    if TEST_DATABASE_URL:
-        with scratch_postgresql_database() as url:
-            yield url
-    else:
-        yield f"sqlite:///{tmp_path / f'empty-{secrets.token_hex(4)}.sqlite3'}"
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +72,6 @@ def _schema(database_url):
 def app(database_url, _schema):
     app = create_app({"DATABASE_URL": database_url})
     yield app
-    Session.remove()
     get_engine(app).dispose()
 
 
@@ -122,7 +87,6 @@ def make_app(tmp_path):
         return app
 
     yield make
-    Session.remove()
     for app in apps:
         get_engine(app).dispose()
 
@@ -130,16 +94,13 @@ def make_app(tmp_path):
 @pytest.fixture
 def rolled_back(app):
     """Every session of the test joins one outer transaction, rolled back at the end."""
-    engine = get_engine(app)
-    connection = engine.connect()
+    connection = get_engine(app).connect()
     outer = connection.begin()
-    Session.remove()
-    Session.configure(bind=connection, join_transaction_mode="create_savepoint")
+    db.binds(app).override = connection
     yield connection
-    Session.remove()
+    db.binds(app).override = None
     outer.rollback()
     connection.close()
-    Session.configure(bind=engine, join_transaction_mode="conditional_savepoint")
 
 
 @pytest.fixture
@@ -147,7 +108,6 @@ def committing(app):
     """Real commits, on an empty users table that is emptied again afterwards."""
     _empty_users(app)
     yield
-    Session.remove()
     _empty_users(app)
 
 
@@ -170,6 +130,28 @@ def committing_client(app, committing):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def store(app):
+    """The test database, read and written directly (see helpers.Store)."""
+    return Store(app)
+
+
+@pytest.fixture
+def statements(app):
+    """Counts the statements the app's engine runs, hooked on before_cursor_execute.
+    Call `.clear()` after setting up, then make the request under test."""
+    engine = get_engine(app)
+    seen = Statements()
+    event.listen(engine, "before_cursor_execute", seen.record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", seen.record)
+
+
+@pytest.fixture
+def forms(client):
+    return Forms(client)
 
 
 # -- the real server and a database of our own ---------------------------------------
@@ -222,187 +204,3 @@ def cluster_database(pg_cluster):
         migrations.upgrade("head")
     get_engine(app).dispose()
     return url
-
-
-# -- helpers for tests ------------------------------------------------------------
-
-
-def pg_engine_options(**overrides) -> dict:
-    """The engine options for a PostgreSQL URL, from the default settings plus `overrides`."""
-    settings = {**SETTINGS, **overrides}
-    return engine_options(settings, url_from_settings({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
-
-
-def assert_problem(response, status):
-    """The response is problem+json with `status`; returns its body."""
-    assert response.status_code == status
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json(force=True)
-    assert body["status"] == status
-    assert {"type", "title", "detail"} <= body.keys()
-    return body
-
-
-def assert_session_gone(app):
-    """The thread's registry is empty and every pooled connection is back."""
-    assert not Session.registry.has()
-    assert get_engine(app).pool.checkedout() == 0
-
-
-def race(app, requests):
-    """Run each request function on its own thread with its own client, released
-    together by a barrier, and return their responses in order."""
-    barrier = threading.Barrier(len(requests))
-    responses = [None] * len(requests)
-
-    def run(index, request):
-        client = app.test_client()
-        barrier.wait()
-        responses[index] = request(client)
-
-    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return responses
-
-
-def stored_users() -> list[tuple[str, str]]:
-    """(name, email) of every stored user, read through a session of its own."""
-    try:
-        return [tuple(row) for row in Session().execute(select(User.name, User.email).order_by(User.id))]
-    finally:
-        Session.remove()
-
-
-def audit_rows(user_id=None) -> list[tuple]:
-    """(user_id, action, changes) of the stored audit rows, oldest first."""
-    query = select(AuditEntry.user_id, AuditEntry.action, AuditEntry.changes).order_by(AuditEntry.id)
-    if user_id is not None:
-        query = query.where(AuditEntry.user_id == user_id)
-    try:
-        return [tuple(row) for row in Session().execute(query)]
-    finally:
-        Session.remove()
-
-
-def user_count() -> int:
-    try:
-        return Session().scalar(select(func.count()).select_from(User))
-    finally:
-        Session.remove()
-
-
-def add_users(*pairs: tuple[str, str]) -> list[int]:
-    """Store users directly, bypassing the HTTP layer; returns their ids."""
-    session = Session()
-    users = [User(name=name, email=email) for name, email in pairs]
-    session.add_all(users)
-    session.commit()
-    ids = [user.id for user in users]
-    Session.remove()
-    return ids
-
-
-@contextlib.contextmanager
-def users_table_held(database_url: str):
-    """Hold a lock on the users table from a connection of our own, so that requests
-    touching it wait: on PostgreSQL every request (ACCESS EXCLUSIVE), on SQLite
-    every writer (the write lock; WAL readers go on reading)."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        connection = sqlite3.connect(url.database, isolation_level=None)
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            connection.execute("ROLLBACK")
-            connection.close()
-        return
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-            try:
-                yield
-            finally:
-                connection.rollback()
-    finally:
-        engine.dispose()
-
-
-def app_backends(database_url: str) -> list[dict]:
-    """The app's connections to this PostgreSQL database, as pg_stat_activity sees them."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.exec_driver_sql(
-                "SELECT pid, state, wait_event_type FROM pg_stat_activity "
-                "WHERE datname = current_database() AND application_name = 'webapp' "
-                "AND pid <> pg_backend_pid()").mappings().all()
-    finally:
-        engine.dispose()
-    return [dict(row) for row in rows]
-
-
-def add_numbered_users(count: int, name: str = "User") -> None:
-    """Store `count` users named "<name> <n>" in one bulk insert (no audit rows)."""
-    session = Session()
-    session.execute(insert(User), [{"name": f"{name} {n}", "email": f"{name.lower()}{n}@example.com"}
-                                   for n in range(1, count + 1)])
-    session.commit()
-    Session.remove()
-
-
-class Statements(list):
-    """The SQL statements an engine ran, as (statement, parameters), in order.
-
-    Only statements that read or write data are kept: transaction control (BEGIN,
-    SAVEPOINT, RELEASE) differs between backends and between the test fixtures, and
-    is not what "a page costs two statements" is about.
-    """
-
-    DATA = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
-
-    def record(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith(self.DATA):
-            self.append((statement, parameters))
-
-    def sql(self) -> list[str]:
-        return [statement for statement, _ in self]
-
-
-@pytest.fixture
-def statements(app):
-    """Counts the statements the app's engine runs, hooked on before_cursor_execute.
-    Call `.clear()` after setting up, then make the request under test."""
-    engine = get_engine(app)
-    seen = Statements()
-    event.listen(engine, "before_cursor_execute", seen.record)
-    yield seen
-    event.remove(engine, "before_cursor_execute", seen.record)
-
-
-class Forms:
-    """Posts forms as a browser does: fetch the page, keep its hidden inputs (the
-    CSRF token, the edit form's version), fill in the rest, submit."""
-
-    HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
-
-    def __init__(self, client):
-        self.client = client
-
-    def hidden(self, page: str = "/users/new") -> dict[str, str]:
-        return dict(self.HIDDEN.findall(self.client.get(page).text))
-
-    def token(self, page: str = "/users/new") -> str:
-        return self.hidden(page)["csrf_token"]
-
-    def post(self, path: str, data: dict, page: str = "/users/new", **kwargs):
-        return self.client.post(path, data={**self.hidden(page), **data}, **kwargs)
-
-
-@pytest.fixture
-def forms(client):
-    return Forms(client)

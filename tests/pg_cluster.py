@@ -26,8 +26,9 @@ def bindir() -> Path | None:
         candidates.append(Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip()))
     # Debian keeps the server's programs out of PATH, one directory per major version.
     versions = Path("/usr/lib/postgresql").glob("*/bin")
-    candidates += sorted(versions, key=lambda p: [int(n) for n in p.parent.name.split(".") if n.isdigit()],
-                         reverse=True)
+    candidates += sorted(
+        versions, key=lambda p: [int(n) for n in p.parent.name.split(".") if n.isdigit()], reverse=True
+    )
     for path in candidates:
         if (path / "initdb").exists() and (path / "pg_ctl").exists():
             return path
@@ -57,15 +58,16 @@ class Cluster:
             shutil.chown(self.dir, self.user)
         self.data = self.dir / "data"
         self.port = free_port()
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync",
-                  "-E", "UTF8", "--locale=C")
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
-                   "-c fsync=off -c max_connections=60")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+            "-c fsync=off -c max_connections=60"
+        )
         self._run("pg_ctl", "-D", self.data, "-l", self.dir / "postgresql.log", "-o", options, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -73,8 +75,12 @@ class Cluster:
         self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
 
     def is_running(self) -> bool:
-        return subprocess.run([self.bindir / "pg_ctl", "-D", self.data, "status"], user=self.user,
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                [self.bindir / "pg_ctl", "-D", self.data, "status"], user=self.user, capture_output=True
+            ).returncode
+            == 0
+        )
 
     def create_database(self, name: str) -> str:
         """A new, empty database in this cluster; returns its URL."""
@@ -97,8 +103,10 @@ class Cluster:
 
     def _run(self, program: str, *args) -> None:
         started = time.monotonic()
-        result = subprocess.run([self.bindir / program, *map(str, args)], user=self.user,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [self.bindir / program, *map(str, args)], user=self.user, capture_output=True, text=True, timeout=60
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"{program} failed after {time.monotonic() - started:.1f}s:\n"
-                               f"{result.stdout}{result.stderr}{self.log()}")
+            raise RuntimeError(
+                f"{program} failed after {time.monotonic() - started:.1f}s:\n{result.stdout}{result.stderr}{self.log()}"
+            )

@@ -66,10 +66,17 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"gunicorn-{self.port}.log"
-        env = {**os.environ, "APP_ENV": "testing", "DATABASE_URL": database_url,
-               "PORT": str(self.port), "HOST": "127.0.0.1",
-               "WEB_CONCURRENCY": str(WORKERS), "GUNICORN_THREADS": str(THREADS),
-               "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"metrics-{self.port}"), **env}
+        env = {
+            **os.environ,
+            "APP_ENV": "testing",
+            "DATABASE_URL": database_url,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": str(WORKERS),
+            "GUNICORN_THREADS": str(THREADS),
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"metrics-{self.port}"),
+            **env,
+        }
         self.env = {name: value for name, value in env.items() if value is not None}  # None: unset
         self.process: subprocess.Popen | None = None
 
@@ -79,7 +86,11 @@ class Server:
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -133,7 +144,7 @@ class Server:
 
 # -- /metrics -----------------------------------------------------------------------
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -153,8 +164,9 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         """The sum of the samples of `name` whose labels include `labels`."""
-        return sum(value for have, value in self.samples.get(name, [])
-                   if all(have.get(k) == v for k, v in labels.items()))
+        return sum(
+            value for have, value in self.samples.get(name, []) if all(have.get(k) == v for k, v in labels.items())
+        )
 
     def per_worker(self, name: str) -> dict[str, float]:
         """pid -> value, for gauges each worker reports on its own."""

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conftest import add_users, assert_problem, stored_users
+from helpers import assert_problem
 
 ADA = {"name": "Ada Lovelace", "email": "ada@example.com"}
 
@@ -19,7 +19,7 @@ def assert_utc_iso(value):
 # -- create -------------------------------------------------------------------------
 
 
-def test_create_returns_201_with_location_and_the_user(client):
+def test_create_returns_201_with_location_and_the_user(store, client):
     response = client.post("/api/users", json=ADA)
 
     assert response.status_code == 201
@@ -29,14 +29,14 @@ def test_create_returns_201_with_location_and_the_user(client):
     assert (user["name"], user["email"]) == (ADA["name"], ADA["email"])
     assert_utc_iso(user["created_at"])
     assert_utc_iso(user["updated_at"])
-    assert stored_users() == [(ADA["name"], ADA["email"])]
+    assert store.users() == [(ADA["name"], ADA["email"])]
 
 
-def test_create_trims_the_name_and_lower_cases_the_email(client):
+def test_create_trims_the_name_and_lower_cases_the_email(store, client):
     response = client.post("/api/users", json={"name": "  Ada  ", "email": " ADA@Example.COM "})
 
     assert response.status_code == 201
-    assert stored_users() == [("Ada", "ada@example.com")]
+    assert store.users() == [("Ada", "ada@example.com")]
 
 
 def test_location_of_a_created_user_serves_it(client):
@@ -55,21 +55,30 @@ def test_get_unknown_id_is_404_problem(client):
     assert_problem(client.get("/api/users/999999"), 404)
 
 
-@pytest.mark.parametrize("path", ["/api/users/abc", "/api/users/0", "/api/users/-1",
-                                  "/api/users/99999999999999999999999", "/api/nothing-here", "/api"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/users/abc",
+        "/api/users/0",
+        "/api/users/-1",
+        "/api/users/99999999999999999999999",
+        "/api/nothing-here",
+        "/api",
+    ],
+)
 def test_unknown_routes_under_api_are_404_problem_not_html(client, path):
     assert_problem(client.get(path), 404)
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
 @pytest.mark.parametrize("user_id", ["0", "007", "2147483648", "99999999999999999999999"])
-def test_an_id_that_cannot_exist_is_404_whatever_the_method(client, method, user_id):
+def test_an_id_that_cannot_exist_is_404_whatever_the_method(store, client, method, user_id):
     response = client.open(f"/api/users/{user_id}", method=method, json=ADA)
 
     body = assert_problem(response, 404)
     assert "Allow" not in response.headers
     assert "no user with id" not in body["detail"]  # refused by routing, before any query
-    assert stored_users() == []
+    assert store.users() == []
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
@@ -80,8 +89,8 @@ def test_the_largest_possible_id_reaches_the_view(client, method):
     assert body["detail"] == "There is no user with id 2147483647."
 
 
-def test_list_has_items_page_per_page_and_total(client):
-    add_users(("Ada", "ada@example.com"), ("Alan", "alan@example.com"))
+def test_list_has_items_page_per_page_and_total(store, client):
+    store.add_users(("Ada", "ada@example.com"), ("Alan", "alan@example.com"))
 
     body = client.get("/api/users").get_json()
 
@@ -89,8 +98,8 @@ def test_list_has_items_page_per_page_and_total(client):
     assert [u["name"] for u in body["items"]] == ["Ada", "Alan"]
 
 
-def test_list_pages_through_users_in_id_order(client):
-    add_users(*[(f"User {n}", f"user{n}@example.com") for n in range(5)])
+def test_list_pages_through_users_in_id_order(store, client):
+    store.add_users(*[(f"User {n}", f"user{n}@example.com") for n in range(5)])
 
     body = client.get("/api/users?page=2&per_page=2").get_json()
 
@@ -98,8 +107,8 @@ def test_list_pages_through_users_in_id_order(client):
     assert (body["page"], body["per_page"], body["total"]) == (2, 2, 5)
 
 
-def test_list_past_the_last_page_is_empty(client):
-    add_users(("Ada", "ada@example.com"))
+def test_list_past_the_last_page_is_empty(store, client):
+    store.add_users(("Ada", "ada@example.com"))
 
     body = client.get("/api/users?page=3").get_json()
 
@@ -110,17 +119,21 @@ def test_per_page_is_capped_at_100(client):
     assert client.get("/api/users?per_page=1000").get_json()["per_page"] == 100
 
 
-@pytest.mark.parametrize("query", ["page=0", "page=x", "per_page=0", "per_page=-5", "per_page=ten",
-                                   "q=" + "x" * 101, "q=a%00b"])
+@pytest.mark.parametrize(
+    "query", ["page=0", "page=x", "per_page=0", "per_page=-5", "per_page=ten", "q=" + "x" * 101, "q=a%00b"]
+)
 def test_invalid_list_arguments_are_422_with_field_errors(client, query):
     body = assert_problem(client.get(f"/api/users?{query}"), 422)
 
     assert query.split("=")[0] in body["errors"]
 
 
-def test_search_matches_name_or_email_case_insensitively(client):
-    add_users(("Ada Lovelace", "countess@example.com"), ("Alan Turing", "alan@bletchley.org"),
-              ("Grace Hopper", "grace@navy.mil"))
+def test_search_matches_name_or_email_case_insensitively(store, client):
+    store.add_users(
+        ("Ada Lovelace", "countess@example.com"),
+        ("Alan Turing", "alan@bletchley.org"),
+        ("Grace Hopper", "grace@navy.mil"),
+    )
 
     by_name = client.get("/api/users?q=LOVE").get_json()
     by_email = client.get("/api/users?q=Bletchley").get_json()
@@ -130,8 +143,8 @@ def test_search_matches_name_or_email_case_insensitively(client):
 
 
 @pytest.mark.parametrize("wildcard", ["%", "_"])
-def test_search_treats_sql_wildcards_literally(client, wildcard):
-    add_users(("Ada", "ada@example.com"), (f"100{wildcard} Grace", "grace@example.com"))
+def test_search_treats_sql_wildcards_literally(store, client, wildcard):
+    store.add_users(("Ada", "ada@example.com"), (f"100{wildcard} Grace", "grace@example.com"))
 
     body = client.get("/api/users", query_string={"q": wildcard}).get_json()
 
@@ -141,23 +154,23 @@ def test_search_treats_sql_wildcards_literally(client, wildcard):
 # -- update -------------------------------------------------------------------------
 
 
-def test_put_replaces_every_field(client):
-    [user_id] = add_users(("Ada", "ada@example.com"))
+def test_put_replaces_every_field(store, client):
+    [user_id] = store.add_users(("Ada", "ada@example.com"))
 
     response = client.put(f"/api/users/{user_id}", json={"name": "Ada King", "email": "KING@example.com"})
 
     assert response.status_code == 200
     assert response.get_json()["email"] == "king@example.com"
-    assert stored_users() == [("Ada King", "king@example.com")]
+    assert store.users() == [("Ada King", "king@example.com")]
 
 
-def test_put_without_every_field_is_422_and_changes_nothing(client):
-    [user_id] = add_users(("Ada", "ada@example.com"))
+def test_put_without_every_field_is_422_and_changes_nothing(store, client):
+    [user_id] = store.add_users(("Ada", "ada@example.com"))
 
     body = assert_problem(client.put(f"/api/users/{user_id}", json={"name": "Ada King"}), 422)
 
     assert body["errors"] == {"email": ["Missing data for required field."]}
-    assert stored_users() == [("Ada", "ada@example.com")]
+    assert store.users() == [("Ada", "ada@example.com")]
 
 
 def test_patch_changes_only_the_fields_given_and_moves_updated_at(client):
@@ -179,13 +192,13 @@ def test_update_of_unknown_id_is_404(client):
 # -- delete -------------------------------------------------------------------------
 
 
-def test_delete_is_204_and_the_user_is_gone(client):
-    [user_id] = add_users(("Ada", "ada@example.com"))
+def test_delete_is_204_and_the_user_is_gone(store, client):
+    [user_id] = store.add_users(("Ada", "ada@example.com"))
 
     response = client.delete(f"/api/users/{user_id}")
 
     assert response.status_code == 204 and response.data == b""
-    assert stored_users() == []
+    assert store.users() == []
     assert_problem(client.get(f"/api/users/{user_id}"), 404)
 
 
@@ -196,19 +209,19 @@ def test_delete_of_unknown_id_is_404(client):
 # -- errors -------------------------------------------------------------------------
 
 
-def test_malformed_json_is_400(client):
+def test_malformed_json_is_400(store, client):
     response = client.post("/api/users", data='{"name": ', content_type="application/json")
 
     assert_problem(response, 400)
-    assert stored_users() == []
+    assert store.users() == []
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_a_body_that_is_not_json_is_415(client, content_type):
+def test_a_body_that_is_not_json_is_415(store, client, content_type):
     response = client.post("/api/users", data="name=Ada&email=ada@example.com", content_type=content_type)
 
     assert_problem(response, 415)
-    assert stored_users() == []
+    assert store.users() == []
 
 
 @pytest.mark.parametrize(
@@ -235,12 +248,12 @@ def test_a_body_that_is_not_json_is_415(client, content_type):
         (None, "_schema"),
     ],
 )
-def test_invalid_or_unknown_fields_are_422_with_errors_per_field(client, body, field):
+def test_invalid_or_unknown_fields_are_422_with_errors_per_field(store, client, body, field):
     response = client.post("/api/users", data=json.dumps(body), content_type="application/json")
 
     problem = assert_problem(response, 422)
     assert field in problem["errors"] and all(problem["errors"][field])
-    assert stored_users() == []
+    assert store.users() == []
 
 
 def test_an_email_of_exactly_254_characters_is_accepted(client):
@@ -250,21 +263,21 @@ def test_an_email_of_exactly_254_characters_is_accepted(client):
     assert client.post("/api/users", json={"name": "Long", "email": email}).status_code == 201
 
 
-def test_an_email_already_taken_is_409_whatever_its_case(client):
-    add_users(("Ada", "ada@example.com"))
+def test_an_email_already_taken_is_409_whatever_its_case(store, client):
+    store.add_users(("Ada", "ada@example.com"))
 
     body = assert_problem(client.post("/api/users", json={"name": "Other", "email": "ADA@example.com"}), 409)
 
     assert "email" in body["errors"]
-    assert stored_users() == [("Ada", "ada@example.com")]
+    assert store.users() == [("Ada", "ada@example.com")]
 
 
-def test_changing_email_to_a_taken_one_is_409_and_changes_nothing(client):
-    ada, alan = add_users(("Ada", "ada@example.com"), ("Alan", "alan@example.com"))
+def test_changing_email_to_a_taken_one_is_409_and_changes_nothing(store, client):
+    ada, alan = store.add_users(("Ada", "ada@example.com"), ("Alan", "alan@example.com"))
 
     assert_problem(client.put(f"/api/users/{alan}", json={"name": "Alan T", "email": "ada@example.com"}), 409)
 
-    assert stored_users() == [("Ada", "ada@example.com"), ("Alan", "alan@example.com")]
+    assert store.users() == [("Ada", "ada@example.com"), ("Alan", "alan@example.com")]
 
 
 def test_wrong_method_is_405_problem_with_allow_header(client):
@@ -274,13 +287,13 @@ def test_wrong_method_is_405_problem_with_allow_header(client):
     assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
 
 
-def test_a_body_over_the_size_limit_is_413_problem(client, app):
+def test_a_body_over_the_size_limit_is_413_problem(store, client, app):
     oversized = "x" * (app.config["MAX_CONTENT_LENGTH"] + 1)
 
     response = client.post("/api/users", json={"name": oversized, "email": "big@example.com"})
 
     assert_problem(response, 413)
-    assert stored_users() == []
+    assert store.users() == []
 
 
 def test_an_unexpected_error_is_500_problem_without_a_traceback(app, rolled_back):

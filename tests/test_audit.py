@@ -2,63 +2,64 @@
 when the change is rolled back. History is served newest first, even after deletion."""
 
 import logging
+import re
 
 import pytest
 from sqlalchemy import select
 
-from conftest import add_users, audit_rows
 from webapp import csrf
-from webapp.db import Session, events_log
-from webapp.models import AuditEntry, User
+from webapp.db import Session
+from webapp.domain.models import AuditEntry, User
+from webapp.ops.session_events import log as events_log
 
 
-def test_create_update_and_delete_each_leave_one_row_with_old_and_new_values(client):
+def test_create_update_and_delete_each_leave_one_row_with_old_and_new_values(store, client):
     user_id = client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"}).get_json()["id"]
     client.patch(f"/api/users/{user_id}", json={"name": "Ada King"})
     client.delete(f"/api/users/{user_id}")
 
-    assert audit_rows() == [
+    assert store.audit_rows() == [
         (user_id, "insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"]}),
         (user_id, "update", {"name": ["Ada", "Ada King"]}),
         (user_id, "delete", {"name": ["Ada King", None], "email": ["ada@example.com", None]}),
     ]
 
 
-def test_an_update_that_changes_nothing_leaves_no_row(client):
-    [user_id] = add_users(("Ada", "ada@example.com"))
+def test_an_update_that_changes_nothing_leaves_no_row(store, client):
+    [user_id] = store.add_users(("Ada", "ada@example.com"))
 
     client.put(f"/api/users/{user_id}", json={"name": "Ada", "email": "ADA@example.com"})
 
-    assert [action for _, action, _ in audit_rows(user_id)] == ["insert"]
+    assert [action for _, action, _ in store.audit_rows(user_id)] == ["insert"]
 
 
-def test_audit_rows_carry_the_request_id(client):
-    response = client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"},
-                           headers={"X-Request-ID": "trace-42"})
+def test_audit_rows_carry_the_request_id(client, store):
+    response = client.post(
+        "/api/users", json={"name": "Ada", "email": "ada@example.com"}, headers={"X-Request-ID": "trace-42"}
+    )
 
     assert response.headers["X-Request-ID"] == "trace-42"
-    assert Session().scalar(select(AuditEntry.request_id)) == "trace-42"
-    Session.remove()
+    assert store.scalar(select(AuditEntry.request_id)) == "trace-42"
 
 
 def test_a_request_without_an_id_gets_a_fresh_one_echoed(client):
     first = client.get("/api/users").headers["X-Request-ID"]
     second = client.get("/api/users", headers={"X-Request-ID": "no spaces allowed"}).headers["X-Request-ID"]
 
-    assert len(first) == 32 and second != first and " " not in second
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+", first) and second != first and " " not in second
 
 
-def test_a_rolled_back_change_leaves_no_audit_row(client):
-    [ada] = add_users(("Ada", "ada@example.com"))
+def test_a_rolled_back_change_leaves_no_audit_row(store, client):
+    [ada] = store.add_users(("Ada", "ada@example.com"))
     client.post("/api/users", json={"name": "Alan", "email": "alan@example.com"})
 
     assert client.patch(f"/api/users/{ada}", json={"email": "alan@example.com"}).status_code == 409
     assert client.post("/api/users", json={"name": "Dup", "email": "ada@example.com"}).status_code == 409
 
-    assert [action for _, action, _ in audit_rows()] == ["insert", "insert"]
+    assert [action for _, action, _ in store.audit_rows()] == ["insert", "insert"]
 
 
-def test_a_request_that_fails_after_flushing_leaves_neither_user_nor_audit_row(app, committing):
+def test_a_request_that_fails_after_flushing_leaves_neither_user_nor_audit_row(store, app, committing):
     @app.post("/half")
     @csrf.exempt
     def half():
@@ -69,17 +70,16 @@ def test_a_request_that_fails_after_flushing_leaves_neither_user_nor_audit_row(a
     with pytest.raises(RuntimeError):
         app.test_client().post("/half")
 
-    assert audit_rows() == []
+    assert store.audit_rows() == []
 
 
-def test_bulk_inserts_record_their_own_history(runner, committing):
+def test_bulk_inserts_record_their_own_history(store, runner, committing):
     assert runner.invoke(args=["seed-users", "30"]).exit_code == 0
 
-    rows = audit_rows()
+    rows = store.audit_rows()
     assert len(rows) == 30 and {action for _, action, _ in rows} == {"insert"}
     ids = {user_id for user_id, _, _ in rows}
-    assert ids == set(Session().scalars(select(User.id)))
-    Session.remove()
+    assert ids == set(store.scalars(select(User.id)))
 
 
 # -- reading history ------------------------------------------------------------------
@@ -99,8 +99,8 @@ def test_history_is_newest_first_and_paginated(client):
     assert set(first["items"][0]) == {"id", "user_id", "action", "changes", "at", "request_id"}
 
 
-def test_a_deleted_users_history_stays_readable(client):
-    [user_id] = add_users(("Ada", "ada@example.com"))
+def test_a_deleted_users_history_stays_readable(store, client):
+    [user_id] = store.add_users(("Ada", "ada@example.com"))
     client.delete(f"/api/users/{user_id}")
 
     response = client.get(f"/api/users/{user_id}/history")
@@ -120,7 +120,7 @@ def test_the_user_page_shows_the_history(client):
 
     page = client.get(f"/users/{user_id}").text
 
-    history = page[page.index('<h2 id="history">'):]
+    history = page[page.index('<h2 id="history">') :]
     assert history.index("Changed") < history.index("Created")
     assert "<del>Ada</del> → <ins>Ada King</ins>" in history
 
@@ -133,16 +133,24 @@ def test_session_events_log_shows_begin_commit_rollback_and_remove(committing, m
     client = app.test_client()
     try:
         with caplog.at_level(logging.INFO, logger="webapp.session"):
-            client.post("/api/users", json={"name": "Log", "email": "log@example.com"},
-                        headers={"X-Request-ID": "req-1"})
-            client.post("/api/users", json={"name": "Log", "email": "log@example.com"},
-                        headers={"X-Request-ID": "req-2"})
+            client.post(
+                "/api/users", json={"name": "Log", "email": "log@example.com"}, headers={"X-Request-ID": "req-1"}
+            )
+            client.post(
+                "/api/users", json={"name": "Log", "email": "log@example.com"}, headers={"X-Request-ID": "req-2"}
+            )
     finally:
         events_log.setLevel(logging.NOTSET)  # quiet again for the tests that follow
         events_log.handlers.clear()
 
     lines = [r.getMessage() for r in caplog.records if r.name == "webapp.session"]
     events = [(line.split()[0], line.split("request=")[1]) for line in lines]
-    assert events == [("begin", "req-1"), ("commit", "req-1"), ("remove", "req-1"),
-                      ("begin", "req-2"), ("rollback", "req-2"), ("remove", "req-2")]
+    assert events == [
+        ("begin", "req-1"),
+        ("commit", "req-1"),
+        ("remove", "req-1"),
+        ("begin", "req-2"),
+        ("rollback", "req-2"),
+        ("remove", "req-2"),
+    ]
     assert all("thread=MainThread" in line for line in lines)

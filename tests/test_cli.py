@@ -6,11 +6,11 @@ import sys
 import pytest
 from sqlalchemy import func, inspect, select
 
-from conftest import stored_users, user_count
-from server import ROOT
 from webapp import migrations
-from webapp.db import Session, get_engine
-from webapp.models import AuditEntry
+from webapp.db import get_engine
+from webapp.domain.models import AuditEntry
+
+from server import ROOT
 
 
 def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
@@ -21,7 +21,13 @@ def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
     inspector = inspect(get_engine(app))
     assert set(inspector.get_table_names()) == {"users", "audit_log", "alembic_version"}
     assert {c["name"] for c in inspector.get_columns("users")} == {
-        "id", "name", "email", "created_at", "updated_at", "version"}
+        "id",
+        "name",
+        "email",
+        "created_at",
+        "updated_at",
+        "version",
+    }
     [index] = inspector.get_indexes("users")
     assert index["unique"] and index["column_names"] == ["email"]
     with app.app_context():
@@ -50,44 +56,49 @@ def test_init_db_is_safe_to_run_twice(runner, committing):
     assert runner.invoke(args=["init-db"]).exit_code == 0
 
 
-def test_seed_users_adds_that_many_distinct_users(runner, committing):
+def test_seed_users_adds_that_many_distinct_users(store, runner, committing):
     result = runner.invoke(args=["seed-users", "1500"])
 
     assert result.exit_code == 0, result.output
     assert "Added 1500 users" in result.output
-    assert user_count() == 1500
+    assert store.count() == 1500
 
 
-def test_seed_users_in_batches_adds_every_user_with_its_history(runner, committing):
+def test_seed_users_in_batches_adds_every_user_with_its_history(store, runner, committing):
     result = runner.invoke(args=["seed-users", "2500", "--batch", "1000"])  # the last batch is partial
 
     assert result.exit_code == 0, result.output
-    assert user_count() == 2500
-    assert len(set(email for _, email in stored_users())) == 2500
-    assert Session().scalar(select(func.count()).select_from(AuditEntry)) == 2500
-    Session.remove()
+    assert store.count() == 2500
+    assert len({email for _, email in store.users()}) == 2500
+    assert store.scalar(select(func.count()).select_from(AuditEntry)) == 2500
 
 
 @pytest.mark.parametrize("batch", ["0", "50001"])
-def test_seed_users_refuses_a_batch_size_out_of_bounds(runner, committing, batch):
+def test_seed_users_refuses_a_batch_size_out_of_bounds(store, runner, committing, batch):
     result = runner.invoke(args=["seed-users", "10", "--batch", batch])
 
     assert result.exit_code != 0
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_seed_users_refuses_a_count_below_one(runner, committing):
+def test_seed_users_refuses_a_count_below_one(store, runner, committing):
     result = runner.invoke(args=["seed-users", "0"])
 
     assert result.exit_code != 0
-    assert user_count() == 0
+    assert store.count() == 0
 
 
 def test_the_flask_command_finds_the_app_through_wsgi(tmp_path):
     env = {"PATH": "", "APP_ENV": "testing", "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"}
 
-    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "init-db"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli.sqlite3").exists()

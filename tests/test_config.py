@@ -5,8 +5,8 @@ import os
 import pytest
 
 import config
+from config import instance_secret_key
 from webapp.db import get_engine
-from webapp.settings import instance_secret_key
 
 
 def test_class_defaults_apply_when_the_environment_is_silent(make_app, monkeypatch):
@@ -36,10 +36,17 @@ def test_the_callers_overrides_win_over_the_environment(make_app, monkeypatch, t
     assert get_engine(app).url.database == str(tmp_path / "app.sqlite3")
 
 
-@pytest.mark.parametrize("name, value", [("DB_POOL_TIMEOUT", "soon"), ("DB_POOL_SIZE", "0"),
-                                         ("GUNICORN_THREADS", "-1"), ("DB_STATEMENT_TIMEOUT", "0"),
-                                         ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "later"),
-                                         ("DB_PING_AFTER_IDLE", "-1")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("DB_POOL_TIMEOUT", "soon"),
+        ("DB_POOL_SIZE", "0"),
+        ("GUNICORN_THREADS", "-1"),
+        ("DB_STATEMENT_TIMEOUT", "0"),
+        ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "later"),
+        ("DB_PING_AFTER_IDLE", "-1"),
+    ],
+)
 def test_a_bad_environment_value_stops_start_up_naming_the_variable(make_app, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
 
@@ -47,9 +54,14 @@ def test_a_bad_environment_value_stops_start_up_naming_the_variable(make_app, mo
         make_app()
 
 
-@pytest.mark.parametrize("name, cls", [("development", config.DevelopmentConfig),
-                                       ("production", config.ProductionConfig),
-                                       ("testing", config.TestingConfig)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("development", config.DevelopmentConfig),
+        ("production", config.ProductionConfig),
+        ("testing", config.TestingConfig),
+    ],
+)
 def test_app_env_picks_the_config_class(name, cls):
     assert config.config_class({"APP_ENV": name}) is cls
 

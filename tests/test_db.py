@@ -7,13 +7,15 @@ import pytest
 from sqlalchemy import event, text
 
 from config import Config
-from conftest import SETTINGS, pg_engine_options
 from webapp.db import get_engine
 from webapp.engine import database_url
 
+from helpers import SETTINGS, pg_engine_options
 
-@pytest.mark.parametrize("raw", ["postgresql://u@db:5432/app", "postgres://u@db:5432/app",
-                                 "postgresql+psycopg2://u@db:5432/app"])
+
+@pytest.mark.parametrize(
+    "raw", ["postgresql://u@db:5432/app", "postgres://u@db:5432/app", "postgresql+psycopg2://u@db:5432/app"]
+)
 def test_postgresql_urls_use_psycopg2(raw):
     url = database_url({**SETTINGS, "DATABASE_URL": raw}, "/unused")
 
@@ -29,20 +31,18 @@ def test_without_database_url_the_default_is_a_sqlite_file_in_the_instance_folde
     assert (tmp_path / "instance").is_dir()
 
 
-def test_postgresql_pool_is_pre_pinged_recycled_sized_for_every_thread_and_quick_to_give_up():
+def test_postgresql_pool_is_recycled_sized_for_every_thread_and_quick_to_give_up():
     options = pg_engine_options(GUNICORN_THREADS=8)
 
-    assert options["pool_pre_ping"] is True
+    assert options["pool_pre_ping"] is False  # by default only idle connections are pinged (test_pool.py)
     assert options["pool_recycle"] == Config.DB_POOL_RECYCLE
     assert options["pool_size"] >= 8
     assert options["pool_timeout"] <= 10
     assert options["connect_args"]["connect_timeout"] == Config.DB_CONNECT_TIMEOUT
 
 
-def test_ping_after_idle_replaces_pool_pre_ping_when_asked():
-    options = pg_engine_options(DB_PING_AFTER_IDLE=1.0)
-
-    assert options["pool_pre_ping"] is False  # the idle ping is tested in test_pool.py
+def test_ping_after_idle_0_pings_every_checkout():
+    assert pg_engine_options(DB_PING_AFTER_IDLE=0)["pool_pre_ping"] is True
 
 
 def test_an_explicit_pool_size_wins_over_the_thread_count():
@@ -99,33 +99,37 @@ def test_sqlite_connections_may_be_used_from_another_thread(sqlite_app):
 def _begins(app):
     """Record the BEGIN statements the engine sends."""
     seen = []
-    event.listen(get_engine(app), "before_cursor_execute",
-                 lambda conn, cursor, statement, *args: seen.append(statement)
-                 if statement.startswith("BEGIN") else None)
+    event.listen(
+        get_engine(app),
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *args: seen.append(statement) if statement.startswith("BEGIN") else None,
+    )
     return seen
 
 
-def test_sqlite_writes_begin_immediate_and_reads_begin_deferred(sqlite_app):
-    from webapp.models import Base
+def test_sqlite_writes_begin_immediate_and_reads_begin_nothing(sqlite_app):
+    from webapp.domain.models import Base
 
     Base.metadata.create_all(get_engine(sqlite_app))
     begins = _begins(sqlite_app)
     client = sqlite_app.test_client()
 
-    client.get("/api/users")
+    client.get("/api/users")  # a read-only request reads in autocommit
     client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"})
 
-    assert begins == ["BEGIN", "BEGIN IMMEDIATE"]
+    assert begins == ["BEGIN IMMEDIATE"]
 
 
 def test_sqlite_concurrent_writers_wait_their_turn_instead_of_failing(sqlite_app):
     # Updates read before they write: with a plain deferred BEGIN, a writer whose
     # snapshot went stale gets "database is locked" at once, busy timeout or not.
-    from webapp.models import Base
+    from webapp.domain.models import Base
 
     Base.metadata.create_all(get_engine(sqlite_app))
-    ids = [sqlite_app.test_client().post("/api/users", json={"name": "W", "email": f"w{n}@example.com"})
-           .get_json()["id"] for n in range(2)]
+    ids = [
+        sqlite_app.test_client().post("/api/users", json={"name": "W", "email": f"w{n}@example.com"}).get_json()["id"]
+        for n in range(2)
+    ]
     writers, per_writer = 8, 10
     barrier = threading.Barrier(writers)
     statuses = []
@@ -135,8 +139,7 @@ def test_sqlite_concurrent_writers_wait_their_turn_instead_of_failing(sqlite_app
         barrier.wait()
         for i in range(per_writer):
             statuses.append(client.patch(f"/api/users/{ids[i % 2]}", json={"name": f"W{n}.{i}"}).status_code)
-            statuses.append(client.post("/api/users", json={"name": "W", "email": f"w{n}.{i}@example.com"})
-                            .status_code)
+            statuses.append(client.post("/api/users", json={"name": "W", "email": f"w{n}.{i}@example.com"}).status_code)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
     for thread in threads:

@@ -3,6 +3,7 @@
 import re
 
 import config
+
 from server import ROOT
 
 README = (ROOT / "README.md").read_text()

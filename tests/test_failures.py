@@ -11,24 +11,27 @@ import time
 from flask import jsonify
 from sqlalchemy import create_engine, text
 
-from conftest import app_backends, users_table_held
-from server import run_clients
 from webapp.db import Session, get_engine
+
+from helpers import app_backends, users_table_held
+from server import run_clients, wait_for
 
 POOL_TIMEOUT = 2
 
 
 def is_problem_503(reply) -> bool:
-    return (reply.status == 503 and reply.headers.get("Content-Type") == "application/problem+json"
-            and reply.json()["status"] == 503 and int(reply.headers.get("Retry-After", 0)) > 0)
+    return (
+        reply.status == 503
+        and reply.headers.get("Content-Type") == "application/problem+json"
+        and reply.json()["status"] == 503
+        and int(reply.headers.get("Retry-After", 0)) > 0
+    )
 
 
-def test_a_database_restart_under_load_is_quick_503s_then_no_errors_soon_after(serve, pg_cluster,
-                                                                             cluster_database):
+def test_a_database_restart_under_load_is_quick_503s_then_no_errors_soon_after(serve, pg_cluster, cluster_database):
     # No recycling by max_requests: a new worker here could only mean one that died.
     server = serve(cluster_database, DB_POOL_TIMEOUT=str(POOL_TIMEOUT), GUNICORN_MAX_REQUESTS="0")
-    ids = [server.post("/api/users", {"name": f"R{n}", "email": f"r{n}@example.com"}).json()["id"]
-           for n in range(8)]
+    ids = [server.post("/api/users", {"name": f"R{n}", "email": f"r{n}@example.com"}).json()["id"] for n in range(8)]
     workers = set(server.metrics().per_worker("webapp_db_pool_size"))
 
     def client(n, budget):
@@ -68,8 +71,9 @@ def test_a_database_restart_under_load_is_quick_503s_then_no_errors_soon_after(s
 
 def test_an_exhausted_pool_is_a_503_after_pool_timeout_and_recovers_by_itself(serve, cluster_database):
     # One connection per worker; requests stuck on a locked table hold both.
-    server = serve(cluster_database, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0", DB_POOL_TIMEOUT="1",
-                   DB_STATEMENT_TIMEOUT="60")
+    server = serve(
+        cluster_database, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0", DB_POOL_TIMEOUT="1", DB_STATEMENT_TIMEOUT="60"
+    )
     holders, further = [], []
 
     def send(into, path="/api/users"):
@@ -97,7 +101,7 @@ def test_an_exhausted_pool_is_a_503_after_pool_timeout_and_recovers_by_itself(se
     assert sorted(reply.status for reply in holders).count(200) == 2  # the two that held on
     assert {reply.status for reply in holders} <= {200, 503}
     assert [server.get("/api/users").status for _ in range(8)] == [200] * 8
-    assert set(server.metrics().per_worker("webapp_db_pool_checked_out").values()) == {0}
+    wait_for(lambda: set(server.metrics().per_worker("webapp_db_pool_checked_out").values()) == {0}, seconds=3)
 
 
 # -- the end of a request on a connection that died -----------------------------------

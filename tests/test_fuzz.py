@@ -26,12 +26,17 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import add_users
 from webapp import create_app
 from webapp.db import get_engine
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    negative_data_rejection,
+]
 EXAMPLES = 40  # per operation and mode: enough to find the usual mistakes, bounded in time
 
 
@@ -48,29 +53,38 @@ def load_schema():
 
 OPERATIONS = [result.ok() for result in load_schema().get_all_operations()]
 # An operation without parameters or body has no input to make invalid.
-RUNS = [pytest.param(operation, mode, id=f"{operation.label} {mode.value}")
-        for operation in OPERATIONS for mode in GenerationMode
-        if mode is GenerationMode.POSITIVE or list(operation.iter_parameters()) or operation.body]
+RUNS = [
+    pytest.param(operation, mode, id=f"{operation.label} {mode.value}")
+    for operation in OPERATIONS
+    for mode in GenerationMode
+    if mode is GenerationMode.POSITIVE or list(operation.iter_parameters()) or operation.body
+]
 
 
 @pytest.fixture
-def fuzzed_app(app, rolled_back):
+def fuzzed_app(store, app, rolled_back):
     # A few users, so that some of the ids the fuzzer picks exist.
-    add_users(*[(f"Fuzz {n}", f"fuzz{n}@example.com") for n in range(5)])
+    store.add_users(*[(f"Fuzz {n}", f"fuzz{n}@example.com") for n in range(5)])
     return app
 
 
 def test_the_fuzzer_sees_every_user_operation():
     assert {operation.label for operation in OPERATIONS} >= {
-        "GET /api/users", "POST /api/users", "GET /api/users/{user_id}", "PUT /api/users/{user_id}",
-        "PATCH /api/users/{user_id}", "DELETE /api/users/{user_id}"}
+        "GET /api/users",
+        "POST /api/users",
+        "GET /api/users/{user_id}",
+        "PUT /api/users/{user_id}",
+        "PATCH /api/users/{user_id}",
+        "DELETE /api/users/{user_id}",
+    }
 
 
 @pytest.mark.parametrize("operation, mode", RUNS)
 def test_every_operation_answers_as_its_openapi_document_says(operation, mode, fuzzed_app):
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def fuzz(case):
         case.call_and_validate(checks=CHECKS, app=fuzzed_app)
 

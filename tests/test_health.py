@@ -12,10 +12,13 @@ def test_healthz_is_ok_when_the_database_answers(client):
     assert response.get_json() == {"status": "ok"}
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://postgres@127.0.0.1:1/test",  # nothing listens on port 1
-    "sqlite:////nonexistent-directory/for/webapp.sqlite3",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:1/test",  # nothing listens on port 1
+        "sqlite:////nonexistent-directory/for/webapp.sqlite3",
+    ],
+)
 def test_healthz_is_503_problem_json_quickly_when_the_database_is_unreachable(make_app, url):
     app = make_app(DATABASE_URL=url)
     started = time.monotonic()

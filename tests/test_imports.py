@@ -9,10 +9,11 @@ import pytest
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from conftest import add_users, assert_problem, audit_rows, stored_users, user_count
-from webapp import imports
+from webapp.bulk import imports
+from webapp.bulk.imports import BATCH_SIZE
 from webapp.db import session_opened
-from webapp.imports import BATCH_SIZE
+
+from helpers import assert_problem
 
 HEADER = "name,email\n"
 
@@ -29,44 +30,55 @@ def post_csv(client, body: bytes, mode: str | None = None):
 # -- the API ----------------------------------------------------------------------------
 
 
-def test_a_valid_csv_is_imported_with_201_and_a_report(client):
+def test_a_valid_csv_is_imported_with_201_and_a_report(store, client):
     response = post_csv(client, csv_body("Ada,ADA@example.com", " Alan , alan@example.com"))
 
     assert response.status_code == 201
     assert response.get_json() == {"created": 2, "rejected": [], "rejected_count": 0}
-    assert stored_users() == [("Ada", "ada@example.com"), ("Alan", "alan@example.com")]
+    assert store.users() == [("Ada", "ada@example.com"), ("Alan", "alan@example.com")]
 
 
-def test_columns_may_come_in_any_order_and_a_bom_is_accepted(client):
+def test_columns_may_come_in_any_order_and_a_bom_is_accepted(store, client):
     body = "\ufeffemail,name\r\nada@example.com,Ada\r\n".encode()
 
     assert post_csv(client, body).status_code == 201
-    assert stored_users() == [("Ada", "ada@example.com")]
+    assert store.users() == [("Ada", "ada@example.com")]
 
 
-def test_an_atomic_import_with_one_bad_row_writes_nothing_and_reports_every_error(client):
-    response = post_csv(client, csv_body("Ada,ada@example.com", ",nameless@example.com", "Bad,not-an-email",
-                                         "Ada again,ada@example.com"))
+def test_an_atomic_import_with_one_bad_row_writes_nothing_and_reports_every_error(store, client):
+    response = post_csv(
+        client,
+        csv_body("Ada,ada@example.com", ",nameless@example.com", "Bad,not-an-email", "Ada again,ada@example.com"),
+    )
 
     problem = assert_problem(response, 422)
     assert problem["created"] == 0 and problem["rejected_count"] == 3
     assert [(r["line"], r["field"]) for r in problem["rejected"]] == [(3, "name"), (4, "email"), (5, "email")]
     assert "Duplicate of line 2" in problem["rejected"][2]["message"]
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_a_partial_import_writes_the_valid_rows_and_reports_the_rest_by_line(client):
-    add_users(("Stored", "stored@example.com"))
+def test_a_partial_import_writes_the_valid_rows_and_reports_the_rest_by_line(store, client):
+    store.add_users(("Stored", "stored@example.com"))
 
-    response = post_csv(client, csv_body("Ada,ada@example.com", "Bad,not-an-email", "Dup,STORED@example.com",
-                                         "Alan,alan@example.com", "Ada twice,ada@example.com"), mode="partial")
+    response = post_csv(
+        client,
+        csv_body(
+            "Ada,ada@example.com",
+            "Bad,not-an-email",
+            "Dup,STORED@example.com",
+            "Alan,alan@example.com",
+            "Ada twice,ada@example.com",
+        ),
+        mode="partial",
+    )
 
     assert response.status_code == 201
     report = response.get_json()
     assert report["created"] == 2
     assert [(r["line"], r["field"]) for r in report["rejected"]] == [(3, "email"), (4, "email"), (6, "email")]
     assert "already exists" in report["rejected"][1]["message"]
-    assert [email for _, email in stored_users()] == ["stored@example.com", "ada@example.com", "alan@example.com"]
+    assert [email for _, email in store.users()] == ["stored@example.com", "ada@example.com", "alan@example.com"]
 
 
 def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
@@ -83,7 +95,10 @@ def test_only_the_callers_thread_uses_the_session_and_no_thread_outlives_the_imp
     # 30 kB, so that an unreadable tail is found batches after the import began.
     body = csv_body(*[f"User {n},user{n}@example.com" for n in range(1000)]) + tail
     threads = []
-    with app.test_request_context(), session_opened.connected_to(lambda session: threads.append(threading.current_thread())):
+    with (
+        app.test_request_context(),
+        session_opened.connected_to(lambda session: threads.append(threading.current_thread())),
+    ):
         try:
             report = imports.import_users(imports.read_csv(io.BytesIO(body)), batch_size=100)
         except imports.ImportFileError as error:
@@ -97,26 +112,30 @@ def test_only_the_callers_thread_uses_the_session_and_no_thread_outlives_the_imp
 
 
 @pytest.mark.parametrize("mode", ["atomic", "partial"])
-def test_a_streamed_upload_over_the_size_limit_is_413_problem(app, client, mode, monkeypatch):
+def test_a_streamed_upload_over_the_size_limit_is_413_problem(store, app, client, mode, monkeypatch):
     # No Content-Length (chunked, as gunicorn passes it on): the limit is met by the
     # reader, in the import's helper thread, after the first batch went in.
     monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 200_000)
     body = csv_body(*[f"User {n},user{n}@example.com" for n in range(10_000)])
-    response = client.post(f"/api/users/import?mode={mode}", input_stream=io.BytesIO(body), content_type="text/csv",
-                           environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    response = client.post(
+        f"/api/users/import?mode={mode}",
+        input_stream=io.BytesIO(body),
+        content_type="text/csv",
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
 
     assert_problem(response, 413)
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_names_beyond_ascii_are_stored_exactly(client):
+def test_names_beyond_ascii_are_stored_exactly(store, client):
     # The batch reaches the database as one JSON document: escapes must round-trip.
     names = ["José Núñez", "李小龍", "Zoë 😀", 'Quote " and \\ backslash']
     rows = [{"name": name, "email": f"user{n}@example.com"} for n, name in enumerate(names)]
 
     assert client.post("/api/users/import", json=rows).status_code == 201
-    assert [name for name, _ in stored_users()] == names
-    assert [changes["name"][1] for _, _, changes in audit_rows()] == names
+    assert [name for name, _ in store.users()] == names
+    assert [changes["name"][1] for _, _, changes in store.audit_rows()] == names
 
 
 def test_a_line_with_extra_columns_is_rejected_with_a_clear_message(client):
@@ -124,8 +143,7 @@ def test_a_line_with_extra_columns_is_rejected_with_a_clear_message(client):
 
     report = response.get_json()
     assert response.status_code == 201 and report["created"] == 1
-    assert report["rejected"] == [{"line": 2, "field": "_row",
-                                   "message": "Expected 2 columns (name, email), found 3."}]
+    assert report["rejected"] == [{"line": 2, "field": "_row", "message": "Expected 2 columns (name, email), found 3."}]
 
 
 def test_a_json_array_goes_through_the_same_path(client):
@@ -138,22 +156,25 @@ def test_a_json_array_goes_through_the_same_path(client):
     assert [(r["line"], r["field"]) for r in report["rejected"]] == [(2, "email"), (3, "_schema")]
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"", "empty"),
-    (b"name\nAda\n", "missing email"),
-    (b"name,email,role\nAda,ada@example.com,admin\n", "unexpected 'role'"),
-    (b"name,email,email\n", "repeated"),
-    ("name,email\nJos\u00e9,jose@example.com\n".encode("latin-1"), "not UTF-8"),
-    (b"name,email\n" + b"x" * 200_000 + b",big@example.com\n", "Line 2: field larger than field limit"),
-])
-def test_an_unreadable_file_is_422_naming_the_problem_and_writes_nothing(client, body, message):
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "empty"),
+        (b"name\nAda\n", "missing email"),
+        (b"name,email,role\nAda,ada@example.com,admin\n", "unexpected 'role'"),
+        (b"name,email,email\n", "repeated"),
+        ("name,email\nJos\u00e9,jose@example.com\n".encode("latin-1"), "not UTF-8"),
+        (b"name,email\n" + b"x" * 200_000 + b",big@example.com\n", "Line 2: field larger than field limit"),
+    ],
+)
+def test_an_unreadable_file_is_422_naming_the_problem_and_writes_nothing(store, client, body, message):
     for mode in ("atomic", "partial"):
         problem = assert_problem(post_csv(client, body, mode), 422)
         assert message in problem["errors"]["file"][0]
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_a_bad_line_deep_in_a_file_rolls_back_the_batches_before_it(client):
+def test_a_bad_line_deep_in_a_file_rolls_back_the_batches_before_it(store, client):
     rows = [f"User {n},user{n}@example.com" for n in range(BATCH_SIZE + 500)]
     body = csv_body(*rows) + "Jos\u00e9,jose@example.com\n".encode("latin-1")
 
@@ -161,7 +182,7 @@ def test_a_bad_line_deep_in_a_file_rolls_back_the_batches_before_it(client):
     # Found past the first batch, which the database had already taken.
     near = int(re.search(r"near line (\d+)", problem["errors"]["file"][0]).group(1))
     assert BATCH_SIZE + 1 < near <= BATCH_SIZE + 502
-    assert user_count() == 0
+    assert store.count() == 0
 
 
 def test_a_header_only_file_imports_nothing_with_200(client):
@@ -179,24 +200,25 @@ def test_a_body_that_is_neither_csv_nor_json_is_415(client):
     assert_problem(client.post("/api/users/import", data=b"name,email\n", content_type="text/plain"), 415)
 
 
-def test_an_upload_over_the_size_limit_is_413_problem(app, client):
+def test_an_upload_over_the_size_limit_is_413_problem(store, app, client):
     body = csv_body(*["x" * 60 + ",x@example.com"] * (app.config["MAX_CONTENT_LENGTH"] // 70 + 10))
 
     assert_problem(post_csv(client, body), 413)
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_imported_users_have_history(client):
+def test_imported_users_have_history(store, client):
     post_csv(client, csv_body("Ada,ada@example.com"))
 
-    assert [(action, changes) for _, action, changes in audit_rows()] == [
-        ("insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"]})]
+    assert [(action, changes) for _, action, changes in store.audit_rows()] == [
+        ("insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"]})
+    ]
 
 
-def test_a_refused_atomic_import_leaves_no_history(client):
+def test_a_refused_atomic_import_leaves_no_history(store, client):
     post_csv(client, csv_body("Ada,ada@example.com", "Bad,nope"))
 
-    assert audit_rows() == []
+    assert store.audit_rows() == []
 
 
 def test_imported_users_and_their_history_are_stamped_with_the_time_of_the_import(client):
@@ -219,42 +241,57 @@ def refuses_a_name(rolled_back):
     if rolled_back.dialect.name == "postgresql":
         rolled_back.exec_driver_sql("ALTER TABLE users ADD CONSTRAINT refuses_a_name CHECK (name <> 'Refused')")
     else:
-        rolled_back.exec_driver_sql("CREATE TRIGGER refuses_a_name BEFORE INSERT ON users WHEN NEW.name = 'Refused' "
-                                    "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        rolled_back.exec_driver_sql(
+            "CREATE TRIGGER refuses_a_name BEFORE INSERT ON users WHEN NEW.name = 'Refused' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
 
 
-def test_a_row_the_database_refuses_is_rejected_alone_in_a_partial_import(client, refuses_a_name):
-    add_users(("Stored", "stored@example.com"))
+def test_a_row_the_database_refuses_is_rejected_alone_in_a_partial_import(store, client, refuses_a_name):
+    store.add_users(("Stored", "stored@example.com"))
 
-    response = post_csv(client, csv_body("Ada,ada@example.com", "Refused,refused@example.com",
-                                         "Dup,stored@example.com", "Alan,alan@example.com"), mode="partial")
+    response = post_csv(
+        client,
+        csv_body(
+            "Ada,ada@example.com", "Refused,refused@example.com", "Dup,stored@example.com", "Alan,alan@example.com"
+        ),
+        mode="partial",
+    )
 
     assert response.status_code == 201
     report = response.get_json()
     assert report["created"] == 2
     assert [(r["line"], r["field"], r["message"]) for r in report["rejected"]] == [
-        (3, "_row", "The database refused this row."), (4, "email", "A user with this email address already exists.")]
-    assert stored_users() == [("Stored", "stored@example.com"), ("Ada", "ada@example.com"),
-                              ("Alan", "alan@example.com")]
-    assert [changes["email"][1] for _, action, changes in audit_rows() if action == "insert"] == [
-        "stored@example.com", "ada@example.com", "alan@example.com"]
+        (3, "_row", "The database refused this row."),
+        (4, "email", "A user with this email address already exists."),
+    ]
+    assert store.users() == [("Stored", "stored@example.com"), ("Ada", "ada@example.com"), ("Alan", "alan@example.com")]
+    assert [changes["email"][1] for _, action, changes in store.audit_rows() if action == "insert"] == [
+        "stored@example.com",
+        "ada@example.com",
+        "alan@example.com",
+    ]
 
 
-def test_a_row_the_database_refuses_refuses_an_atomic_import(client, refuses_a_name):
+def test_a_row_the_database_refuses_refuses_an_atomic_import(store, client, refuses_a_name):
     response = post_csv(client, csv_body("Ada,ada@example.com", "Refused,refused@example.com"))
 
     problem = assert_problem(response, 422)
     assert problem["created"] == 0
     assert [(r["line"], r["field"]) for r in problem["rejected"]] == [(3, "_row")]
-    assert user_count() == 0 and audit_rows() == []
+    assert store.count() == 0 and store.audit_rows() == []
 
 
 # -- the form --------------------------------------------------------------------------
 
 
 def upload(forms, body: bytes, mode: str = "atomic"):
-    return forms.post("/users/import", {"file": (io.BytesIO(body), "users.csv"), "mode": mode},
-                      page="/users/import", content_type="multipart/form-data")
+    return forms.post(
+        "/users/import",
+        {"file": (io.BytesIO(body), "users.csv"), "mode": mode},
+        page="/users/import",
+        content_type="multipart/form-data",
+    )
 
 
 def test_the_import_form_has_a_file_input_a_mode_choice_and_a_csrf_token(client, forms):
@@ -266,28 +303,28 @@ def test_the_import_form_has_a_file_input_a_mode_choice_and_a_csrf_token(client,
     assert "csrf_token" in forms.hidden("/users/import")
 
 
-def test_uploading_a_file_shows_the_counts(client, forms):
+def test_uploading_a_file_shows_the_counts(store, client, forms):
     page = upload(forms, csv_body("Ada,ada@example.com", "Alan,alan@example.com"))
 
     assert page.status_code == 201
     assert "2 created, 0 rejected." in page.text
-    assert user_count() == 2
+    assert store.count() == 2
 
 
-def test_a_refused_upload_shows_the_errors_with_their_line_numbers(client, forms):
+def test_a_refused_upload_shows_the_errors_with_their_line_numbers(store, client, forms):
     page = upload(forms, csv_body("Ada,ada@example.com", "Bad,nope"))
 
     assert page.status_code == 422
     assert "Nothing imported" in page.text and "0 created, 1 rejected." in page.text
     assert "<td>3</td><td>email</td><td>Not a valid email address.</td>" in page.text
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_a_partial_upload_writes_the_valid_rows(client, forms):
+def test_a_partial_upload_writes_the_valid_rows(store, client, forms):
     page = upload(forms, csv_body("Ada,ada@example.com", "Bad,nope"), mode="partial")
 
     assert page.status_code == 201 and "1 created, 1 rejected." in page.text
-    assert stored_users() == [("Ada", "ada@example.com")]
+    assert store.users() == [("Ada", "ada@example.com")]
 
 
 def test_an_unreadable_upload_re_renders_the_form_with_the_problem(client, forms):
@@ -315,17 +352,20 @@ def test_an_oversized_upload_gets_the_form_back_with_a_message(app, client, form
     assert "larger than" in page.text and "import-users" in page.text
 
 
-def test_an_upload_without_a_csrf_token_is_400(client):
-    response = client.post("/users/import", data={"file": (io.BytesIO(csv_body("A,a@example.com")), "u.csv")},
-                           content_type="multipart/form-data")
+def test_an_upload_without_a_csrf_token_is_400(store, client):
+    response = client.post(
+        "/users/import",
+        data={"file": (io.BytesIO(csv_body("A,a@example.com")), "u.csv")},
+        content_type="multipart/form-data",
+    )
 
-    assert response.status_code == 400 and user_count() == 0
+    assert response.status_code == 400 and store.count() == 0
 
 
 # -- the CLI ---------------------------------------------------------------------------
 
 
-def test_the_cli_imports_a_file_and_prints_a_summary(runner, committing, tmp_path):
+def test_the_cli_imports_a_file_and_prints_a_summary(store, runner, committing, tmp_path):
     path = tmp_path / "users.csv"
     path.write_bytes(csv_body(*[f"User {n},user{n}@example.com" for n in range(2500)]))
 
@@ -333,10 +373,10 @@ def test_the_cli_imports_a_file_and_prints_a_summary(runner, committing, tmp_pat
 
     assert result.exit_code == 0, result.output
     assert "2500 created, 0 rejected." in result.output
-    assert user_count() == 2500
+    assert store.count() == 2500
 
 
-def test_the_cli_exits_non_zero_when_rows_were_rejected(runner, committing, tmp_path):
+def test_the_cli_exits_non_zero_when_rows_were_rejected(store, runner, committing, tmp_path):
     path = tmp_path / "users.csv"
     path.write_bytes(csv_body("Ada,ada@example.com", "Bad,nope"))
 
@@ -346,14 +386,14 @@ def test_the_cli_exits_non_zero_when_rows_were_rejected(runner, committing, tmp_
     assert atomic.exit_code == 1 and "nothing imported" in atomic.output
     assert partial.exit_code == 1 and "1 created, 1 rejected." in partial.output
     assert "line 3: email: Not a valid email address." in partial.output
-    assert stored_users() == [("Ada", "ada@example.com")]
+    assert store.users() == [("Ada", "ada@example.com")]
 
 
-def test_the_cli_refuses_an_unreadable_file_with_status_2(runner, committing, tmp_path):
+def test_the_cli_refuses_an_unreadable_file_with_status_2(store, runner, committing, tmp_path):
     path = tmp_path / "users.csv"
     path.write_bytes(b"")
 
     result = runner.invoke(args=["import-users", str(path)])
 
     assert result.exit_code == 2 and "empty" in result.output
-    assert user_count() == 0
+    assert store.count() == 0

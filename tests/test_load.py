@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import create_engine, delete, select
 
-from conftest import app_backends
+from webapp.domain.models import Base, User
+
+from helpers import app_backends
 from server import Server, run_clients, wait_for
-from webapp.models import Base, User
 
 CLIENTS, SECONDS, MAX_REQUESTS = 32, 5, 3000
 DOMAIN = "load.example.com"
@@ -42,8 +43,9 @@ def crud_client(server):
             return reply.status in statuses
 
         while budget.take():
-            operation = rng.choices(["create", "duplicate", "read", "list", "update", "delete"],
-                                    weights=[4, 1, 3, 1, 2, 1])[0]
+            operation = rng.choices(
+                ["create", "duplicate", "read", "list", "update", "delete"], weights=[4, 1, 3, 1, 2, 1]
+            )[0]
             if operation in ("duplicate", "read", "update", "delete") and not seen.model:
                 operation = "create"
             if operation == "create":
@@ -59,7 +61,10 @@ def crud_client(server):
             elif operation == "read":
                 user_id = rng.choice(list(seen.model))
                 reply = server.get(f"/api/users/{user_id}")
-                if expect(operation, reply, 200) and (reply.json()["name"], reply.json()["email"]) != seen.model[user_id]:
+                if (
+                    expect(operation, reply, 200)
+                    and (reply.json()["name"], reply.json()["email"]) != seen.model[user_id]
+                ):
                     seen.surprises.append(f"read {user_id}: {reply.json()} != {seen.model[user_id]}")
             elif operation == "list":
                 reply = server.get(f"/api/users?q=c{n}-&per_page=100")
@@ -98,7 +103,9 @@ def crud_load(database_url, _schema, tmp_path_factory):
     server = Server(database_url, tmp_path_factory.mktemp("load")).start()
     try:
         seen = run_clients(CLIENTS, SECONDS, MAX_REQUESTS, crud_client(server))
-        wait_for(server.workers_ready)  # a worker replaced by max_requests may still be booting
+        # Each worker refreshes its pool gauges once a second: wait for the first
+        # refresh after the load rather than read one taken in the middle of it.
+        wait_for(lambda: set(server.metrics().per_worker("webapp_db_pool_checked_out").values()) == {0}, seconds=3)
         metrics = server.metrics()
         backends = app_backends(database_url) if engine.dialect.name == "postgresql" else None
     finally:

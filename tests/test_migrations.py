@@ -5,10 +5,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from conftest import empty_database
 from webapp import create_app, migrations
 from webapp.db import get_engine
-from webapp.models import Base
+from webapp.domain.models import Base
+
+from helpers import empty_database
 
 
 @pytest.fixture
@@ -25,8 +26,10 @@ def schema_differences(app) -> list:
     with get_engine(app).connect() as connection:
         # The same filter env.py gives autogenerate: PostgreSQL-only indexes are
         # compared on PostgreSQL and left out on SQLite.
-        context = MigrationContext.configure(connection, opts={
-            "compare_type": True, "include_object": migrations.include_object(connection.dialect.name)})
+        context = MigrationContext.configure(
+            connection,
+            opts={"compare_type": True, "include_object": migrations.include_object(connection.dialect.name)},
+        )
         return compare_metadata(context, Base.metadata)
 
 
@@ -65,7 +68,8 @@ def test_the_version_column_starts_existing_users_at_1(fresh_app):
     with get_engine(fresh_app).begin() as connection:
         connection.exec_driver_sql(
             "INSERT INTO users (name, email, created_at, updated_at) "
-            "VALUES ('Old', 'old@example.com', '2020-01-01 00:00:00', '2020-01-01 00:00:00')")
+            "VALUES ('Old', 'old@example.com', '2020-01-01 00:00:00', '2020-01-01 00:00:00')"
+        )
 
     migrations.upgrade("0002")
 

@@ -5,8 +5,8 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-from webapp.openapi import inline_code
-from webapp.schemas import UserSchema
+from webapp.api.openapi import inline_code
+from webapp.domain.schemas import UserSchema
 
 USER_PATHS = {"/api/users": {"get", "post"}, "/api/users/{user_id}": {"get", "put", "patch", "delete"}}
 
@@ -18,8 +18,7 @@ def document(client):
 
 def operations(document):
     """(path, method, operation) for every operation in the document."""
-    return [(path, method, operation) for path, item in document["paths"].items()
-            for method, operation in item.items()]
+    return [(path, method, operation) for path, item in document["paths"].items() for method, operation in item.items()]
 
 
 def test_the_document_is_served_as_json(client):
@@ -35,9 +34,12 @@ def test_the_document_is_valid_openapi_3_1(document):
 
 
 def test_the_document_describes_exactly_the_api_routes_of_the_app(app, document):
-    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
-              for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    routes = {
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
 
     documented = {(path, method) for path, method, _ in operations(document)}
 
@@ -60,7 +62,10 @@ def test_the_user_schema_is_generated_from_the_marshmallow_schema(document):
     assert sorted(user["required"]) == ["email", "name"]
     assert user["additionalProperties"] is False  # unknown fields are refused
     assert {name for name, field in user["properties"].items() if field.get("readOnly")} == {
-        "id", "created_at", "updated_at"}
+        "id",
+        "created_at",
+        "updated_at",
+    }
     assert user["properties"]["name"]["maxLength"] == 100
     assert (user["properties"]["email"]["format"], user["properties"]["email"]["maxLength"]) == ("email", 254)
 
@@ -68,10 +73,10 @@ def test_the_user_schema_is_generated_from_the_marshmallow_schema(document):
 def test_patch_takes_a_schema_without_required_fields_and_put_the_full_one(document):
     item = document["paths"]["/api/users/{user_id}"]
 
-    assert item["put"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/User"}
+    assert item["put"]["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/User"}
     assert item["patch"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/UserPatch"}
+        "$ref": "#/components/schemas/UserPatch"
+    }
     assert "required" not in document["components"]["schemas"]["UserPatch"]
 
 
@@ -84,7 +89,8 @@ def test_the_list_documents_its_query_arguments_and_page_shape(document):
     assert parameters["q"]["schema"]["maxLength"] == 100
     assert parameters["per_page"]["schema"]["minimum"] == 1
     assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/UserPage"}
+        "$ref": "#/components/schemas/UserPage"
+    }
 
 
 def test_create_documents_201_with_a_location_header(document):
@@ -94,17 +100,20 @@ def test_create_documents_201_with_a_location_header(document):
     assert created["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/User"}
 
 
-@pytest.mark.parametrize("path, method, statuses", [
-    ("/api/users", "get", {"422", "503"}),
-    ("/api/users", "post", {"400", "409", "413", "415", "422", "503"}),
-    ("/api/users/{user_id}", "get", {"404", "503"}),
-    ("/api/users/{user_id}", "put", {"400", "404", "409", "412", "413", "415", "422", "503"}),
-    ("/api/users/{user_id}", "patch", {"400", "404", "409", "412", "413", "415", "422", "503"}),
-    ("/api/users/{user_id}", "delete", {"404", "412", "503"}),
-    ("/api/users/{user_id}/history", "get", {"404", "422", "503"}),
-    ("/api/users.csv", "get", {"422", "503"}),
-    ("/api/users/import", "post", {"400", "413", "415", "422", "503"}),
-])
+@pytest.mark.parametrize(
+    "path, method, statuses",
+    [
+        ("/api/users", "get", {"422", "503"}),
+        ("/api/users", "post", {"400", "409", "413", "415", "422", "503"}),
+        ("/api/users/{user_id}", "get", {"404", "503"}),
+        ("/api/users/{user_id}", "put", {"400", "404", "409", "412", "413", "415", "422", "503"}),
+        ("/api/users/{user_id}", "patch", {"400", "404", "409", "412", "413", "415", "422", "503"}),
+        ("/api/users/{user_id}", "delete", {"404", "412", "503"}),
+        ("/api/users/{user_id}/history", "get", {"404", "422", "503"}),
+        ("/api/users.csv", "get", {"422", "503"}),
+        ("/api/users/import", "post", {"400", "413", "415", "422", "503"}),
+    ],
+)
 def test_errors_are_documented_as_problem_json(document, path, method, statuses):
     responses = document["paths"][path][method]["responses"]
 
@@ -114,7 +123,8 @@ def test_errors_are_documented_as_problem_json(document, path, method, statuses)
         # A refused import's 422 carries its report too: a Problem with more members.
         problem = "ImportProblem" if (path, status) == ("/api/users/import", "422") else "Problem"
         assert responses[status]["content"] == {
-            "application/problem+json": {"schema": {"$ref": f"#/components/schemas/{problem}"}}}
+            "application/problem+json": {"schema": {"$ref": f"#/components/schemas/{problem}"}}
+        }
     assert "Retry-After" in responses["503"]["headers"]
 
 

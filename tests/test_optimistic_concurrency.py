@@ -3,7 +3,7 @@ and an edit form that notices when someone saved in between."""
 
 import pytest
 
-from conftest import add_users, assert_problem, race, stored_users
+from helpers import assert_problem, race
 
 ADA = ("Ada", "ada@example.com")
 
@@ -24,62 +24,65 @@ def test_reads_and_writes_carry_an_etag_that_changes_with_every_write(client):
     assert tags[2] == f'"{user_id}.2"' and tags[3] == f'"{user_id}.3"'
 
 
-def test_a_write_with_a_matching_if_match_succeeds_and_returns_the_new_tag(client):
-    [user_id] = add_users(ADA)
+def test_a_write_with_a_matching_if_match_succeeds_and_returns_the_new_tag(store, client):
+    [user_id] = store.add_users(ADA)
     tag = etag_of(client.get(f"/api/users/{user_id}"))
 
     response = client.patch(f"/api/users/{user_id}", json={"name": "Ada King"}, headers={"If-Match": tag})
 
     assert response.status_code == 200
     assert etag_of(response) != tag
-    assert stored_users() == [("Ada King", "ada@example.com")]
+    assert store.users() == [("Ada King", "ada@example.com")]
 
 
-@pytest.mark.parametrize("method, body", [("patch", {"name": "Stale"}),
-                                          ("put", {"name": "Stale", "email": "stale@example.com"}),
-                                          ("delete", None)])
-def test_a_write_with_a_stale_if_match_is_412_and_changes_nothing(client, method, body):
-    [user_id] = add_users(ADA)
+@pytest.mark.parametrize(
+    "method, body",
+    [("patch", {"name": "Stale"}), ("put", {"name": "Stale", "email": "stale@example.com"}), ("delete", None)],
+)
+def test_a_write_with_a_stale_if_match_is_412_and_changes_nothing(store, client, method, body):
+    [user_id] = store.add_users(ADA)
     stale = etag_of(client.get(f"/api/users/{user_id}"))
     client.patch(f"/api/users/{user_id}", json={"name": "Ada King"})  # someone else's write
 
     response = getattr(client, method)(f"/api/users/{user_id}", json=body, headers={"If-Match": stale})
 
     assert_problem(response, 412)
-    assert stored_users() == [("Ada King", "ada@example.com")]
+    assert store.users() == [("Ada King", "ada@example.com")]
 
 
 @pytest.mark.parametrize("if_match", ['"999.1"', '"garbage"', 'W/"{id}.1"', '""', '"{id}."'])
-def test_an_if_match_for_another_user_or_a_weak_or_malformed_tag_never_matches(client, if_match):
-    [user_id] = add_users(ADA)
+def test_an_if_match_for_another_user_or_a_weak_or_malformed_tag_never_matches(store, client, if_match):
+    [user_id] = store.add_users(ADA)
 
-    response = client.patch(f"/api/users/{user_id}", json={"name": "Nope"},
-                            headers={"If-Match": if_match.format(id=user_id)})
+    response = client.patch(
+        f"/api/users/{user_id}", json={"name": "Nope"}, headers={"If-Match": if_match.format(id=user_id)}
+    )
 
     assert_problem(response, 412)
-    assert stored_users() == [ADA]
+    assert store.users() == [ADA]
 
 
-def test_if_match_star_or_a_list_containing_the_current_tag_matches(client):
-    [user_id] = add_users(ADA)
+def test_if_match_star_or_a_list_containing_the_current_tag_matches(store, client):
+    [user_id] = store.add_users(ADA)
 
     star = client.patch(f"/api/users/{user_id}", json={"name": "One"}, headers={"If-Match": "*"})
-    listed = client.patch(f"/api/users/{user_id}", json={"name": "Two"},
-                          headers={"If-Match": f'"{user_id}.1", "{user_id}.2"'})
+    listed = client.patch(
+        f"/api/users/{user_id}", json={"name": "Two"}, headers={"If-Match": f'"{user_id}.1", "{user_id}.2"'}
+    )
 
     assert (star.status_code, listed.status_code) == (200, 200)
 
 
-def test_a_delete_with_a_matching_if_match_deletes(client):
-    [user_id] = add_users(ADA)
+def test_a_delete_with_a_matching_if_match_deletes(store, client):
+    [user_id] = store.add_users(ADA)
 
     response = client.delete(f"/api/users/{user_id}", headers={"If-Match": f'"{user_id}.1"'})
 
-    assert response.status_code == 204 and stored_users() == []
+    assert response.status_code == 204 and store.users() == []
 
 
-def test_get_with_a_current_if_none_match_is_304_without_a_body(client):
-    [user_id] = add_users(ADA)
+def test_get_with_a_current_if_none_match_is_304_without_a_body(store, client):
+    [user_id] = store.add_users(ADA)
     tag = etag_of(client.get(f"/api/users/{user_id}"))
 
     unchanged = client.get(f"/api/users/{user_id}", headers={"If-None-Match": tag})
@@ -91,22 +94,23 @@ def test_get_with_a_current_if_none_match_is_304_without_a_body(client):
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_two_concurrent_updates_with_the_same_if_match_give_one_200_and_one_412(app, committing, round_):
-    [user_id] = add_users(ADA)
+def test_two_concurrent_updates_with_the_same_if_match_give_one_200_and_one_412(store, app, committing, round_):
+    [user_id] = store.add_users(ADA)
 
     def update(name):
-        return lambda client: client.patch(f"/api/users/{user_id}", json={"name": name},
-                                           headers={"If-Match": f'"{user_id}.1"'})
+        return lambda client: client.patch(
+            f"/api/users/{user_id}", json={"name": name}, headers={"If-Match": f'"{user_id}.1"'}
+        )
 
     responses = race(app, [update("First"), update("Second")])
 
     assert sorted(r.status_code for r in responses) == [200, 412]
     winner = next(r for r in responses if r.status_code == 200).get_json()["name"]
-    assert stored_users() == [(winner, "ada@example.com")]
+    assert store.users() == [(winner, "ada@example.com")]
 
 
-def test_concurrent_updates_without_if_match_all_succeed_one_after_the_other(app, committing):
-    [user_id] = add_users(ADA)
+def test_concurrent_updates_without_if_match_all_succeed_one_after_the_other(store, app, committing):
+    [user_id] = store.add_users(ADA)
 
     def update(n):
         return lambda client: client.patch(f"/api/users/{user_id}", json={"name": f"Writer {n}"})
@@ -120,8 +124,8 @@ def test_concurrent_updates_without_if_match_all_succeed_one_after_the_other(app
 # -- the browser's edit conflict ----------------------------------------------------
 
 
-def test_saving_a_form_after_someone_else_saved_shows_both_versions_and_overwrites_nothing(client, forms):
-    [user_id] = add_users(ADA)
+def test_saving_a_form_after_someone_else_saved_shows_both_versions_and_overwrites_nothing(store, client, forms):
+    [user_id] = store.add_users(ADA)
     form = forms.hidden(f"/users/{user_id}/edit")  # rendered at version 1
     client.patch(f"/api/users/{user_id}", json={"name": "Theirs"})
 
@@ -130,12 +134,12 @@ def test_saving_a_form_after_someone_else_saved_shows_both_versions_and_overwrit
     assert page.status_code == 409
     assert "Someone else changed" in page.text
     assert "<td>Theirs</td><td>Mine</td>" in page.text
-    assert stored_users() == [("Theirs", "ada@example.com")]
+    assert store.users() == [("Theirs", "ada@example.com")]
     assert forms.HIDDEN.findall(page.text)[1] == ("version", "2")
 
 
-def test_the_conflict_page_lets_the_user_reapply_their_change_on_top(client, forms):
-    [user_id] = add_users(ADA)
+def test_the_conflict_page_lets_the_user_reapply_their_change_on_top(store, client, forms):
+    [user_id] = store.add_users(ADA)
     form = forms.hidden(f"/users/{user_id}/edit")
     client.patch(f"/api/users/{user_id}", json={"name": "Theirs"})
     conflict = client.post(f"/users/{user_id}/edit", data={**form, "name": "Mine", "email": "ada@example.com"})
@@ -144,14 +148,14 @@ def test_the_conflict_page_lets_the_user_reapply_their_change_on_top(client, for
     response = client.post(f"/users/{user_id}/edit", data={**reapply, "name": "Mine", "email": "ada@example.com"})
 
     assert response.status_code == 302
-    assert stored_users() == [("Mine", "ada@example.com")]
+    assert store.users() == [("Mine", "ada@example.com")]
 
 
-def test_an_edit_form_without_its_version_is_refused(client, forms):
-    [user_id] = add_users(ADA)
+def test_an_edit_form_without_its_version_is_refused(store, client, forms):
+    [user_id] = store.add_users(ADA)
     token = forms.token(f"/users/{user_id}/edit")
 
     page = client.post(f"/users/{user_id}/edit", data={"csrf_token": token, "name": "X", "email": "x@example.com"})
 
     assert page.status_code == 422 and "version" in page.text
-    assert stored_users() == [ADA]
+    assert store.users() == [ADA]

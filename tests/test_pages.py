@@ -6,13 +6,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import Forms, add_users, stored_users, user_count
+from helpers import Forms
 
 ADA = ("Ada Lovelace", "ada@example.com")
 ALAN = ("Alan Turing", "alan@example.com")
 USERS_25 = [(f"User {n:02d}", f"user{n}@example.com") for n in range(1, 26)]
-XSS = [("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
-       ('"><img src=x onerror=alert(1)>', "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;")]
+XSS = [
+    ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+    ('"><img src=x onerror=alert(1)>', "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"),
+]
 
 
 def names_listed(page) -> list[str]:
@@ -47,8 +49,8 @@ def test_root_redirects_to_the_user_list(client):
     assert location_path(response) == "/users"
 
 
-def test_list_shows_users_in_a_table_with_a_search_box_and_the_total(client):
-    add_users(ADA, ALAN)
+def test_list_shows_users_in_a_table_with_a_search_box_and_the_total(store, client):
+    store.add_users(ADA, ALAN)
 
     page = client.get("/users")
 
@@ -58,8 +60,8 @@ def test_list_shows_users_in_a_table_with_a_search_box_and_the_total(client):
     assert "alan@example.com" in page.text and "2 users" in page.text
 
 
-def test_list_shows_20_users_per_page_with_a_next_link_to_the_rest(client):
-    add_users(*USERS_25)
+def test_list_shows_20_users_per_page_with_a_next_link_to_the_rest(store, client):
+    store.add_users(*USERS_25)
 
     first = client.get("/users")
     second = client.get("/users?page=2")
@@ -71,8 +73,8 @@ def test_list_shows_20_users_per_page_with_a_next_link_to_the_rest(client):
     assert link(second, "prev") == ("/users", {"page": ["1"]}) and link(second, "next") is None
 
 
-def test_pagination_links_keep_the_search(client):
-    add_users(*USERS_25, ADA)
+def test_pagination_links_keep_the_search(store, client):
+    store.add_users(*USERS_25, ADA)
 
     first = client.get("/users?q=user")
     second = client.get("/users?q=user&page=2")
@@ -83,10 +85,9 @@ def test_pagination_links_keep_the_search(client):
     assert names_listed(second) == [name for name, _ in USERS_25[20:]]
 
 
-@pytest.mark.parametrize("q, expected", [("LOVE", ["Ada Lovelace"]), ("Bletchley", ["Alan Turing"]),
-                                         ("nobody", [])])
-def test_search_narrows_the_list_by_name_or_email_case_insensitively(client, q, expected):
-    add_users(("Ada Lovelace", "countess@example.com"), ("Alan Turing", "alan@bletchley.org"))
+@pytest.mark.parametrize("q, expected", [("LOVE", ["Ada Lovelace"]), ("Bletchley", ["Alan Turing"]), ("nobody", [])])
+def test_search_narrows_the_list_by_name_or_email_case_insensitively(store, client, q, expected):
+    store.add_users(("Ada Lovelace", "countess@example.com"), ("Alan Turing", "alan@bletchley.org"))
 
     page = client.get("/users", query_string={"q": q})
 
@@ -110,27 +111,31 @@ def test_new_user_form_has_a_csrf_token_and_labelled_inputs(client):
         assert f'name="{field}"' in input_tag(page, field)
 
 
-def test_create_redirects_to_the_new_user_with_a_flash_message(client, forms):
+def test_create_redirects_to_the_new_user_with_a_flash_message(store, client, forms):
     response = forms.post("/users", {"name": "  Ada Lovelace ", "email": " ADA@Example.COM"})
 
     assert response.status_code == 302
     assert re.fullmatch(r"/users/\d+", location_path(response))
-    assert stored_users() == [("Ada Lovelace", "ada@example.com")]
+    assert store.users() == [("Ada Lovelace", "ada@example.com")]
     shown = client.get(location_path(response))
     assert shown.status_code == 200
     assert "Created Ada Lovelace." in shown.text
     assert "<h1>Ada Lovelace</h1>" in shown.text and "ada@example.com" in shown.text
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"name": "", "email": "ada@example.com"}, "name"),
-    ({"name": "   ", "email": "ada@example.com"}, "name"),
-    ({"name": "x" * 101, "email": "ada@example.com"}, "name"),
-    ({"name": "Ada", "email": "not-an-email"}, "email"),
-    ({"name": "Ada"}, "email"),
-    ({"email": "ada@example.com"}, "name"),
-], ids=["empty-name", "blank-name", "long-name", "bad-email", "no-email", "no-name"])
-def test_invalid_input_re_renders_the_form_with_errors_and_writes_nothing(client, forms, data, field):
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"name": "", "email": "ada@example.com"}, "name"),
+        ({"name": "   ", "email": "ada@example.com"}, "name"),
+        ({"name": "x" * 101, "email": "ada@example.com"}, "name"),
+        ({"name": "Ada", "email": "not-an-email"}, "email"),
+        ({"name": "Ada"}, "email"),
+        ({"email": "ada@example.com"}, "name"),
+    ],
+    ids=["empty-name", "blank-name", "long-name", "bad-email", "no-email", "no-name"],
+)
+def test_invalid_input_re_renders_the_form_with_errors_and_writes_nothing(store, client, forms, data, field):
     page = forms.post("/users", data)
 
     assert page.status_code == 422
@@ -141,33 +146,33 @@ def test_invalid_input_re_renders_the_form_with_errors_and_writes_nothing(client
     assert f'aria-describedby="{field}-error"' in input_tag(page, field)
     other = "email" if field == "name" else "name"
     assert "aria-invalid" not in input_tag(page, other) and f'id="{other}-error"' not in page.text
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_create_with_a_taken_email_is_409_with_an_error_under_email(client, forms):
-    add_users(ADA)
+def test_create_with_a_taken_email_is_409_with_an_error_under_email(store, client, forms):
+    store.add_users(ADA)
 
     page = forms.post("/users", {"name": "Impostor", "email": "ADA@example.com"})
 
     assert page.status_code == 409
     assert 'id="email-error"' in page.text and "already exists" in page.text
     assert 'value="Impostor"' in input_tag(page, "name")
-    assert stored_users() == [ADA]
+    assert store.users() == [ADA]
 
 
-def test_an_unknown_form_field_is_refused_with_422(client, forms):
+def test_an_unknown_form_field_is_refused_with_422(store, client, forms):
     page = forms.post("/users", {"name": "Ada", "email": "ada@example.com", "role": "admin"})
 
     assert page.status_code == 422
     assert "Unknown field." in page.text
-    assert user_count() == 0
+    assert store.count() == 0
 
 
 # -- show ---------------------------------------------------------------------------
 
 
-def test_show_displays_the_user(client):
-    [user_id] = add_users(ADA)
+def test_show_displays_the_user(store, client):
+    [user_id] = store.add_users(ADA)
 
     page = client.get(f"/users/{user_id}")
 
@@ -186,19 +191,19 @@ def test_an_unknown_user_is_a_404_html_page(client, path):
 
 
 @pytest.mark.parametrize("path", ["/users/0/edit", "/users/2147483648/edit", "/users/2147483648/delete"])
-def test_posting_to_an_id_that_cannot_exist_is_a_404_page(client, forms, path):
+def test_posting_to_an_id_that_cannot_exist_is_a_404_page(store, client, forms, path):
     page = forms.post(path, {"name": "Ada", "email": "ada@example.com"})
 
     assert page.status_code == 404
     assert page.mimetype == "text/html" and "<h1>Not Found</h1>" in page.text
-    assert user_count() == 0
+    assert store.count() == 0
 
 
 # -- edit ---------------------------------------------------------------------------
 
 
-def test_edit_form_is_prefilled_with_the_user(client):
-    [user_id] = add_users(ADA)
+def test_edit_form_is_prefilled_with_the_user(store, client):
+    [user_id] = store.add_users(ADA)
 
     page = client.get(f"/users/{user_id}/edit")
 
@@ -208,64 +213,65 @@ def test_edit_form_is_prefilled_with_the_user(client):
     assert 'value="ada@example.com"' in input_tag(page, "email")
 
 
-def test_edit_saves_and_redirects_to_the_user_with_a_flash_message(client, forms):
-    [user_id] = add_users(ADA)
+def test_edit_saves_and_redirects_to_the_user_with_a_flash_message(store, client, forms):
+    [user_id] = store.add_users(ADA)
 
-    response = forms.post(f"/users/{user_id}/edit", {"name": "Ada King", "email": "KING@example.com"},
-                          page=f"/users/{user_id}/edit")
+    response = forms.post(
+        f"/users/{user_id}/edit", {"name": "Ada King", "email": "KING@example.com"}, page=f"/users/{user_id}/edit"
+    )
 
     assert response.status_code == 302
     assert location_path(response) == f"/users/{user_id}"
-    assert stored_users() == [("Ada King", "king@example.com")]
+    assert store.users() == [("Ada King", "king@example.com")]
     assert "Saved Ada King." in client.get(f"/users/{user_id}").text
 
 
-def test_edit_with_invalid_input_is_422_and_changes_nothing(client, forms):
-    [user_id] = add_users(ADA)
+def test_edit_with_invalid_input_is_422_and_changes_nothing(store, client, forms):
+    [user_id] = store.add_users(ADA)
 
-    page = forms.post(f"/users/{user_id}/edit", {"name": "", "email": "not-an-email"},
-                      page=f"/users/{user_id}/edit")
+    page = forms.post(f"/users/{user_id}/edit", {"name": "", "email": "not-an-email"}, page=f"/users/{user_id}/edit")
 
     assert page.status_code == 422
     assert 'id="name-error"' in page.text and 'id="email-error"' in page.text
     assert 'value="not-an-email"' in input_tag(page, "email")
-    assert stored_users() == [ADA]
+    assert store.users() == [ADA]
 
 
-def test_edit_to_another_users_email_is_409_and_changes_nothing(client, forms):
-    ada_id, _ = add_users(ADA, ALAN)
+def test_edit_to_another_users_email_is_409_and_changes_nothing(store, client, forms):
+    ada_id, _ = store.add_users(ADA, ALAN)
 
-    page = forms.post(f"/users/{ada_id}/edit", {"name": "Ada King", "email": "alan@example.com"},
-                      page=f"/users/{ada_id}/edit")
+    page = forms.post(
+        f"/users/{ada_id}/edit", {"name": "Ada King", "email": "alan@example.com"}, page=f"/users/{ada_id}/edit"
+    )
 
     assert page.status_code == 409
     assert 'id="email-error"' in page.text
     assert 'value="Ada King"' in input_tag(page, "name")
-    assert stored_users() == [ADA, ALAN]
+    assert store.users() == [ADA, ALAN]
 
 
 # -- delete -------------------------------------------------------------------------
 
 
-def test_delete_asks_for_confirmation_with_a_post_form(client):
-    [user_id] = add_users(ADA)
+def test_delete_asks_for_confirmation_with_a_post_form(store, client):
+    [user_id] = store.add_users(ADA)
 
     page = client.get(f"/users/{user_id}/delete")
 
     assert page.status_code == 200
     assert f'<form method="post" action="/users/{user_id}/delete">' in page.text
     assert re.search(r'<input type="hidden" name="csrf_token" value="[^"]+">', page.text)
-    assert stored_users() == [ADA]
+    assert store.users() == [ADA]
 
 
-def test_delete_removes_the_user_and_redirects_to_the_list_with_a_flash_message(client, forms):
-    ada_id, _ = add_users(ADA, ALAN)
+def test_delete_removes_the_user_and_redirects_to_the_list_with_a_flash_message(store, client, forms):
+    ada_id, _ = store.add_users(ADA, ALAN)
 
     response = forms.post(f"/users/{ada_id}/delete", {}, page=f"/users/{ada_id}/delete")
 
     assert response.status_code == 302
     assert location_path(response) == "/users"
-    assert stored_users() == [ALAN]
+    assert store.users() == [ALAN]
     listed = client.get("/users")
     assert "Deleted Ada Lovelace." in listed.text and names_listed(listed) == ["Alan Turing"]
 
@@ -274,13 +280,17 @@ def test_delete_removes_the_user_and_redirects_to_the_list_with_a_flash_message(
 
 
 @pytest.mark.parametrize("token", ["missing", "from-another-session"])
-@pytest.mark.parametrize("path, data", [
-    ("/users", {"name": "Grace Hopper", "email": "grace@example.com"}),
-    ("/users/{id}/edit", {"name": "Grace Hopper", "email": "grace@example.com"}),
-    ("/users/{id}/delete", {}),
-], ids=["create", "edit", "delete"])
-def test_a_post_without_a_valid_csrf_token_is_400_and_changes_nothing(app, client, forms, path, data, token):
-    [user_id] = add_users(ADA)
+@pytest.mark.parametrize(
+    "path, data",
+    [
+        ("/users", {"name": "Grace Hopper", "email": "grace@example.com"}),
+        ("/users/{id}/edit", {"name": "Grace Hopper", "email": "grace@example.com"}),
+        ("/users/{id}/delete", {}),
+    ],
+    ids=["create", "edit", "delete"],
+)
+def test_a_post_without_a_valid_csrf_token_is_400_and_changes_nothing(store, app, client, forms, path, data, token):
+    [user_id] = store.add_users(ADA)
     forms.token()  # the victim's session holds a valid token of its own
     if token == "from-another-session":
         data = {**data, "csrf_token": Forms(app.test_client()).token()}
@@ -289,13 +299,13 @@ def test_a_post_without_a_valid_csrf_token_is_400_and_changes_nothing(app, clien
 
     assert response.status_code == 400
     assert response.mimetype == "text/html" and "CSRF" in response.text
-    assert stored_users() == [ADA]
+    assert store.users() == [ADA]
 
 
 @pytest.mark.parametrize("name, escaped", XSS, ids=["script", "attribute-breakout"])
 @pytest.mark.parametrize("path", ["/users", "/users/{id}", "/users/{id}/edit", "/users/{id}/delete"])
-def test_stored_markup_in_a_name_is_rendered_escaped(client, name, escaped, path):
-    [user_id] = add_users((name, "mallory@example.com"))
+def test_stored_markup_in_a_name_is_rendered_escaped(store, client, name, escaped, path):
+    [user_id] = store.add_users((name, "mallory@example.com"))
 
     page = client.get(path.format(id=user_id))
 
@@ -312,10 +322,11 @@ def test_the_stylesheet_is_served_as_css(client):
         assert "http" not in response.text  # no @import or url() from another host
 
 
-@pytest.mark.parametrize("path", ["/users", "/users/new", "/users/{id}", "/users/{id}/edit",
-                                  "/users/{id}/delete", "/users/999999"])
-def test_pages_link_the_local_stylesheet_and_nothing_from_another_host(client, path):
-    [user_id] = add_users(ADA)
+@pytest.mark.parametrize(
+    "path", ["/users", "/users/new", "/users/{id}", "/users/{id}/edit", "/users/{id}/delete", "/users/999999"]
+)
+def test_pages_link_the_local_stylesheet_and_nothing_from_another_host(store, client, path):
+    [user_id] = store.add_users(ADA)
 
     page = client.get(path.format(id=user_id))
 

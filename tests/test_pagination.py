@@ -6,8 +6,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import add_numbered_users, add_users
-
 USERS_7 = [(f"User {n}", f"user{n}@example.com") for n in range(1, 8)]
 
 
@@ -22,8 +20,8 @@ def token(payload) -> str:
 # -- the next link ------------------------------------------------------------------
 
 
-def test_a_page_with_more_after_it_links_to_the_next_by_cursor_in_body_and_link_header(client):
-    add_users(*USERS_7)
+def test_a_page_with_more_after_it_links_to_the_next_by_cursor_in_body_and_link_header(store, client):
+    store.add_users(*USERS_7)
 
     response = client.get("/api/users?per_page=3")
 
@@ -35,8 +33,8 @@ def test_a_page_with_more_after_it_links_to_the_next_by_cursor_in_body_and_link_
     assert response.headers["Link"] == f'<{body["next"]}>; rel="next"'
 
 
-def test_following_next_links_visits_every_user_once_in_id_order(client):
-    ids = add_users(*USERS_7)
+def test_following_next_links_visits_every_user_once_in_id_order(store, client):
+    ids = store.add_users(*USERS_7)
 
     seen, pages, url = [], [], "/api/users?per_page=3"
     while url:
@@ -49,8 +47,8 @@ def test_following_next_links_visits_every_user_once_in_id_order(client):
     assert pages == [(1, 7, False), (None, 7, False), (None, 7, False)]
 
 
-def test_the_last_page_has_next_null_and_no_link_header(client):
-    add_users(*USERS_7)
+def test_the_last_page_has_next_null_and_no_link_header(store, client):
+    store.add_users(*USERS_7)
 
     response = client.get("/api/users?per_page=7")
 
@@ -59,8 +57,8 @@ def test_the_last_page_has_next_null_and_no_link_header(client):
     assert "Link" not in response.headers
 
 
-def test_a_page_by_number_links_onwards_to_the_same_users_as_the_next_page_number(client):
-    add_users(*USERS_7)
+def test_a_page_by_number_links_onwards_to_the_same_users_as_the_next_page_number(store, client):
+    store.add_users(*USERS_7)
 
     by_number = client.get("/api/users?page=2&per_page=2").get_json()
     by_cursor = client.get(by_number["next"]).get_json()
@@ -68,9 +66,10 @@ def test_a_page_by_number_links_onwards_to_the_same_users_as_the_next_page_numbe
     assert by_cursor["items"] == client.get("/api/users?page=3&per_page=2").get_json()["items"]
 
 
-def test_next_links_keep_the_search(client):
-    add_users(*USERS_7, ("Ada Lovelace", "ada@example.com"), *[(f"User {n}", f"user{n}@example.com")
-                                                             for n in range(8, 11)])
+def test_next_links_keep_the_search(store, client):
+    store.add_users(
+        *USERS_7, ("Ada Lovelace", "ada@example.com"), *[(f"User {n}", f"user{n}@example.com") for n in range(8, 11)]
+    )
 
     first = client.get("/api/users?q=user&per_page=5").get_json()
     second = client.get(first["next"]).get_json()
@@ -80,8 +79,8 @@ def test_next_links_keep_the_search(client):
     assert (second["total"], second["next"]) == (10, None)
 
 
-def test_a_cursor_still_works_after_the_user_it_points_after_is_deleted(client):
-    ids = add_users(*USERS_7)
+def test_a_cursor_still_works_after_the_user_it_points_after_is_deleted(store, client):
+    ids = store.add_users(*USERS_7)
     first = client.get("/api/users?per_page=3").get_json()
 
     assert client.delete(f"/api/users/{ids[2]}").status_code == 204
@@ -90,11 +89,11 @@ def test_a_cursor_still_works_after_the_user_it_points_after_is_deleted(client):
     assert [user["id"] for user in second["items"]] == ids[3:6]
 
 
-def test_users_created_after_a_cursor_was_issued_appear_at_the_end(client):
-    add_users(*USERS_7[:4])
+def test_users_created_after_a_cursor_was_issued_appear_at_the_end(store, client):
+    store.add_users(*USERS_7[:4])
     first = client.get("/api/users?per_page=3").get_json()
 
-    add_users(("Late", "late@example.com"))
+    store.add_users(("Late", "late@example.com"))
     second = client.get(first["next"]).get_json()
 
     assert [user["name"] for user in second["items"]] == ["User 4", "Late"]
@@ -103,12 +102,25 @@ def test_users_created_after_a_cursor_was_issued_appear_at_the_end(client):
 # -- a bad cursor -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cursor", [
-    "", "not-a-cursor", "!!!!", "eyJhZnRlciI6", "x" * 65,
-    token([1]), token({"after": "3"}), token({"after": True}), token({"after": -1}),
-    token({"after": 2**31}), token({"after": 1.5}), token({"after": 3, "extra": 1}), token({}),
-    base64.urlsafe_b64encode(b"\xff\xfe").decode(),
-])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "not-a-cursor",
+        "!!!!",
+        "eyJhZnRlciI6",
+        "x" * 65,
+        token([1]),
+        token({"after": "3"}),
+        token({"after": True}),
+        token({"after": -1}),
+        token({"after": 2**31}),
+        token({"after": 1.5}),
+        token({"after": 3, "extra": 1}),
+        token({}),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    ],
+)
 def test_a_cursor_that_was_not_issued_by_the_server_is_422(client, cursor):
     response = client.get("/api/users", query_string={"cursor": cursor})
 
@@ -133,16 +145,16 @@ def test_a_bad_cursor_on_the_html_list_is_a_422_page(client):
 # -- the capped total ---------------------------------------------------------------
 
 
-def test_the_total_is_exact_and_not_capped_below_the_cap(client):
-    add_users(*USERS_7)
+def test_the_total_is_exact_and_not_capped_below_the_cap(store, client):
+    store.add_users(*USERS_7)
 
     body = client.get("/api/users").get_json()
 
     assert (body["total"], body["total_capped"]) == (7, False)
 
 
-def test_past_the_cap_of_10_000_the_total_is_the_cap_marked_capped(client):
-    add_numbered_users(10_001)
+def test_past_the_cap_of_10_000_the_total_is_the_cap_marked_capped(store, client):
+    store.add_numbered_users(10_001)
 
     body = client.get("/api/users?per_page=1").get_json()
     page = client.get("/users")
@@ -152,9 +164,9 @@ def test_past_the_cap_of_10_000_the_total_is_the_cap_marked_capped(client):
     assert "Page 1 of 500+" in page.text
 
 
-def test_exactly_the_cap_is_still_an_exact_total(client, app):
+def test_exactly_the_cap_is_still_an_exact_total(store, client, app):
     app.config["LIST_TOTAL_CAP"] = 5
-    add_users(*USERS_7[:5])
+    store.add_users(*USERS_7[:5])
 
     body = client.get("/api/users").get_json()
 
@@ -162,9 +174,9 @@ def test_exactly_the_cap_is_still_an_exact_total(client, app):
     assert "5 users" in client.get("/users").text
 
 
-def test_a_search_total_is_capped_the_same_way(client, app):
+def test_a_search_total_is_capped_the_same_way(store, client, app):
     app.config["LIST_TOTAL_CAP"] = 5
-    add_users(*USERS_7, ("Ada Lovelace", "ada@example.com"))
+    store.add_users(*USERS_7, ("Ada Lovelace", "ada@example.com"))
 
     users = client.get("/api/users?q=user").get_json()
     ada = client.get("/api/users?q=ada").get_json()
@@ -173,9 +185,9 @@ def test_a_search_total_is_capped_the_same_way(client, app):
     assert (ada["total"], ada["total_capped"]) == (1, False)
 
 
-def test_the_next_link_goes_on_past_the_cap(client, app):
+def test_the_next_link_goes_on_past_the_cap(store, client, app):
     app.config["LIST_TOTAL_CAP"] = 3
-    add_users(*USERS_7)
+    store.add_users(*USERS_7)
 
     last = client.get("/api/users?page=3&per_page=2").get_json()
 
@@ -186,9 +198,9 @@ def test_the_next_link_goes_on_past_the_cap(client, app):
 # -- the HTML list ------------------------------------------------------------------
 
 
-def test_the_html_list_offers_next_past_the_capped_page_count(client, app):
+def test_the_html_list_offers_next_past_the_capped_page_count(store, client, app):
     app.config["LIST_TOTAL_CAP"] = 30
-    add_numbered_users(45)
+    store.add_numbered_users(45)
 
     page = client.get("/users?page=2")
 
@@ -196,8 +208,8 @@ def test_the_html_list_offers_next_past_the_capped_page_count(client, app):
     assert 'rel="next" href="/users?page=3"' in page.text
 
 
-def test_the_html_list_follows_an_api_cursor_without_a_page_number(client):
-    add_numbered_users(45)
+def test_the_html_list_follows_an_api_cursor_without_a_page_number(store, client):
+    store.add_numbered_users(45)
     cursor = cursor_of(client.get("/api/users?per_page=20").get_json()["next"])
 
     page = client.get("/users", query_string={"cursor": cursor})

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 
 import pytest
 
-from webapp.readahead import read_ahead
+from webapp.bulk.readahead import read_ahead
 
 
 def numbers(upto, made, closed=None, fail_at=None):
@@ -60,13 +60,15 @@ def helper_alive(name):
 def test_leaving_early_stops_the_helper_and_closes_the_items(leave):
     closed = threading.Event()
 
-    with pytest.raises(RuntimeError) if leave == "raise" else nullcontext():
-        with read_ahead(numbers(1_000_000, [], closed), name="helper") as items:
-            for n in items:
-                if n == 2:
-                    if leave == "raise":
-                        raise RuntimeError("the consumer failed")
-                    break
+    with (
+        pytest.raises(RuntimeError) if leave == "raise" else nullcontext(),
+        read_ahead(numbers(1_000_000, [], closed), name="helper") as items,
+    ):
+        for n in items:
+            if n == 2:
+                if leave == "raise":
+                    raise RuntimeError("the consumer failed")
+                break
 
     assert closed.is_set()
     assert not helper_alive("helper")

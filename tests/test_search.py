@@ -2,7 +2,6 @@
 
 from sqlalchemy import inspect
 
-from conftest import add_numbered_users, add_users
 from webapp.db import get_engine
 
 
@@ -25,14 +24,16 @@ def test_the_search_indexes_are_trigram_gin_on_postgresql_and_absent_on_sqlite(a
 
 
 def test_a_search_on_a_large_table_reads_the_trigram_indexes_on_postgresql_and_scans_on_sqlite(
-        client, statements, rolled_back, backend):
-    add_numbered_users(20_000)
-    add_users(("Ada Lovelace", "countess@example.com"))
+    store, client, statements, rolled_back, backend
+):
+    store.add_numbered_users(20_000)
+    store.add_users(("Ada Lovelace", "countess@example.com"))
     # A table in its steady state, as (auto)vacuum leaves it: the GIN pending lists
     # merged into the indexes, and statistics that describe the rows.
     if backend == "postgresql":
-        rolled_back.exec_driver_sql("SELECT gin_clean_pending_list('ix_users_name_trgm'), "
-                                    "gin_clean_pending_list('ix_users_email_trgm')")
+        rolled_back.exec_driver_sql(
+            "SELECT gin_clean_pending_list('ix_users_name_trgm'), gin_clean_pending_list('ix_users_email_trgm')"
+        )
     rolled_back.exec_driver_sql("ANALYZE users")
 
     statements.clear()

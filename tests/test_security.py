@@ -5,8 +5,6 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import add_users, stored_users, user_count
-
 ADA = ("Ada Lovelace", "ada@example.com")
 OBRIEN = ("Conan O'Brien", "conan@example.com")
 RESPONSES = {  # one of every kind: (method, path, request arguments, status)
@@ -97,47 +95,54 @@ def test_production_answers_an_unexpected_error_with_a_generic_500(production_ap
 
 # -- injection ------------------------------------------------------------------------
 
-SQL = ["' OR '1'='1", "' OR 1=1 --", "%' OR '%'='", "'; DROP TABLE users; --", '" OR ""="',
-       "1) OR (1=1", "' UNION SELECT id, email, email, created_at, updated_at FROM users --"]
+SQL = [
+    "' OR '1'='1",
+    "' OR 1=1 --",
+    "%' OR '%'='",
+    "'; DROP TABLE users; --",
+    '" OR ""="',
+    "1) OR (1=1",
+    "' UNION SELECT id, email, email, created_at, updated_at FROM users --",
+]
 
 
 @pytest.mark.parametrize("q", SQL)
-def test_sql_in_the_api_search_matches_nothing_and_changes_nothing(client, q):
-    add_users(ADA, OBRIEN)
+def test_sql_in_the_api_search_matches_nothing_and_changes_nothing(store, client, q):
+    store.add_users(ADA, OBRIEN)
 
     response = client.get("/api/users", query_string={"q": q})
 
     assert response.status_code == 200
     assert response.get_json()["items"] == [] and response.get_json()["total"] == 0
-    assert stored_users() == [ADA, OBRIEN]
+    assert store.users() == [ADA, OBRIEN]
 
 
 @pytest.mark.parametrize("q", SQL)
-def test_sql_in_the_page_search_matches_nothing_and_changes_nothing(client, q):
-    add_users(ADA, OBRIEN)
+def test_sql_in_the_page_search_matches_nothing_and_changes_nothing(store, client, q):
+    store.add_users(ADA, OBRIEN)
 
     page = client.get("/users", query_string={"q": q})
 
     assert page.status_code == 200 and "0 users" in page.text
-    assert stored_users() == [ADA, OBRIEN]
+    assert store.users() == [ADA, OBRIEN]
 
 
-def test_quotes_in_a_search_are_plain_characters(client):
-    add_users(ADA, OBRIEN)
+def test_quotes_in_a_search_are_plain_characters(store, client):
+    store.add_users(ADA, OBRIEN)
 
     body = client.get("/api/users", query_string={"q": "o'brien"}).get_json()
 
     assert [user["name"] for user in body["items"]] == ["Conan O'Brien"]
 
 
-def test_there_is_no_sort_parameter_to_inject_into(client):
-    add_users(OBRIEN, ADA)
+def test_there_is_no_sort_parameter_to_inject_into(store, client):
+    store.add_users(OBRIEN, ADA)
     query = {"sort": "name; DROP TABLE users", "order_by": "email DESC", "order": "(SELECT 1)"}
 
     body = client.get("/api/users", query_string=query).get_json()
 
     assert [user["name"] for user in body["items"]] == ["Conan O'Brien", "Ada Lovelace"]  # id order
-    assert user_count() == 2
+    assert store.count() == 2
 
 
 def test_markup_in_the_search_is_shown_as_text(client):
@@ -166,20 +171,28 @@ class InlineCode(HTMLParser):
                 self.found.append(f"<{tag} {name}=...>")
 
 
-def html_pages(client, forms):
+def html_pages(client, forms, store):
     """Every kind of HTML page the app renders, with data in it."""
-    [user_id] = add_users(ADA)
+    [user_id] = store.add_users(ADA)
     created = forms.post("/users", {"name": "Alan Turing", "email": "alan@example.com"})
     yield "flash after create", client.get(created.headers["Location"])
-    for path in ("/users", "/users?q=a", "/users/new", f"/users/{user_id}", f"/users/{user_id}/edit",
-                 f"/users/{user_id}/delete", "/users/424242", "/api/docs"):
+    for path in (
+        "/users",
+        "/users?q=a",
+        "/users/new",
+        f"/users/{user_id}",
+        f"/users/{user_id}/edit",
+        f"/users/{user_id}/delete",
+        "/users/424242",
+        "/api/docs",
+    ):
         yield path, client.get(path)
     yield "form with errors", forms.post("/users", {"name": "", "email": "nope"})
     yield "csrf error", client.post("/users", data={})
 
 
-def test_no_page_has_inline_script_style_or_event_handlers(client, forms):
-    pages = list(html_pages(client, forms))
+def test_no_page_has_inline_script_style_or_event_handlers(client, forms, store):
+    pages = list(html_pages(client, forms, store))
 
     assert len(pages) == 11 and all(page.mimetype == "text/html" for _, page in pages)
     for name, page in pages:
@@ -204,10 +217,10 @@ def test_production_marks_the_session_cookie_secure(production_app):
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
-def test_a_form_post_over_the_size_limit_is_a_413_page(app, client, forms):
+def test_a_form_post_over_the_size_limit_is_a_413_page(store, app, client, forms):
     name = "x" * app.config["MAX_CONTENT_LENGTH"]
 
     page = forms.post("/users", {"name": name, "email": "big@example.com"})
 
     assert page.status_code == 413 and page.mimetype == "text/html"
-    assert user_count() == 0
+    assert store.count() == 0

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from conftest import stored_users, users_table_held
+from helpers import users_table_held
 from server import ROOT, run_clients, wait_for
 
 
 def gunicorn_settings(monkeypatch, tmp_path, **env):
-    for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "PORT", "HOST", "GUNICORN_PRELOAD"):
+    for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "PORT", "HOST", "GUNICORN_PRELOAD", "GUNICORN_MAX_REQUESTS"):
         monkeypatch.delenv(name, raising=False)
     # gunicorn.conf.py puts a metrics directory in the environment; keep ours clean.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
@@ -35,17 +35,26 @@ def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch, tm
     assert settings["preload_app"] is False
 
 
-def test_gunicorn_recycles_workers_after_max_requests_with_jitter(monkeypatch, tmp_path):
-    settings = gunicorn_settings(monkeypatch, tmp_path)
+def test_gunicorn_recycles_workers_only_when_asked_and_then_with_jitter(monkeypatch, tmp_path):
+    default = gunicorn_settings(monkeypatch, tmp_path)
+    asked = gunicorn_settings(monkeypatch, tmp_path, GUNICORN_MAX_REQUESTS="1000")
 
-    assert settings["max_requests"] == 1000
-    assert 0 < settings["max_requests_jitter"] < settings["max_requests"]
-    assert settings["graceful_timeout"] >= settings["timeout"]
+    assert (default["max_requests"], default["max_requests_jitter"]) == (0, 0)
+    assert asked["max_requests"] == 1000
+    assert 0 < asked["max_requests_jitter"] < asked["max_requests"]
+    assert default["graceful_timeout"] >= default["timeout"]
 
 
 def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatch, tmp_path):
-    settings = gunicorn_settings(monkeypatch, tmp_path, WEB_CONCURRENCY="3", GUNICORN_THREADS="6", PORT="9123",
-                                 HOST="0.0.0.0", GUNICORN_PRELOAD="1")
+    settings = gunicorn_settings(
+        monkeypatch,
+        tmp_path,
+        WEB_CONCURRENCY="3",
+        GUNICORN_THREADS="6",
+        PORT="9123",
+        HOST="0.0.0.0",
+        GUNICORN_PRELOAD="1",
+    )
 
     assert (settings["workers"], settings["threads"]) == (3, 6)
     assert settings["bind"] == "0.0.0.0:9123"
@@ -61,7 +70,7 @@ def gunicorn(request, serve, database_url, committing):
     return serve(database_url, GUNICORN_PRELOAD="1" if request.param else "0")
 
 
-def test_the_real_server_serves_the_api_from_every_worker(gunicorn):
+def test_the_real_server_serves_the_api_from_every_worker(store, gunicorn):
     created = [gunicorn.post("/api/users", {"name": f"G{n}", "email": f"g{n}@example.com"}) for n in range(20)]
     assert [reply.status for reply in created] == [201] * 20
 
@@ -70,7 +79,7 @@ def test_the_real_server_serves_the_api_from_every_worker(gunicorn):
         fetched = gunicorn.get(f"/api/users/{user['id']}")
         assert (fetched.status, fetched.json()) == (200, user)
     assert gunicorn.post("/api/users", {"name": "Dup", "email": "g0@example.com"}).status == 409
-    assert len(stored_users()) == 20
+    assert len(store.users()) == 20
 
 
 # -- stopping and recycling workers -----------------------------------------------------
@@ -80,7 +89,7 @@ def connections_in_use(server) -> float:
     return sum(server.metrics().per_worker("webapp_db_pool_checked_out").values())
 
 
-def test_sigterm_lets_requests_in_flight_finish(live_server, database_url):
+def test_sigterm_lets_requests_in_flight_finish(store, live_server, database_url):
     replies = {}
 
     def create(n):
@@ -100,7 +109,7 @@ def test_sigterm_lets_requests_in_flight_finish(live_server, database_url):
     output = live_server.stop()  # exit status 0, no traceback
 
     assert [replies[n].status for n in range(2)] == [201, 201]
-    assert sorted(stored_users()) == [("In flight 0", "f0@example.com"), ("In flight 1", "f1@example.com")]
+    assert sorted(store.users()) == [("In flight 0", "f0@example.com"), ("In flight 1", "f1@example.com")]
     stopped_at = output.index("Handling signal: term")
     answered = [output.index(f"request_id={replies[n].headers['X-Request-ID']}") for n in range(2)]
     assert all(at > stopped_at for at in answered)
@@ -145,8 +154,7 @@ def test_the_dockerfile_runs_gunicorn_as_a_non_root_user_with_a_healthcheck():
     user = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert user and user[-1].split(":")[0] not in {"root", "0"}
     # Requirements are installed before the code is copied, in a layer of their own.
-    assert dockerfile.index("COPY requirements.txt") < dockerfile.index("pip install") < dockerfile.index(
-        "COPY webapp")
+    assert dockerfile.index("COPY requirements.txt") < dockerfile.index("pip install") < dockerfile.index("COPY webapp")
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.M)
     assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]' in dockerfile
 
@@ -154,7 +162,7 @@ def test_the_dockerfile_runs_gunicorn_as_a_non_root_user_with_a_healthcheck():
 def yaml_blocks(text: str, indent: int) -> dict[str, str]:
     """The keys at one indentation of a block-style YAML text, with their bodies."""
     parts = re.split(rf"^ {{{indent}}}([\w-]+):[^\S\n]*\n?", text, flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def test_docker_compose_runs_the_app_and_postgresql_with_health_checks_and_a_volume(monkeypatch, tmp_path):
@@ -168,5 +176,5 @@ def test_docker_compose_runs_the_app_and_postgresql_with_health_checks_and_a_vol
     assert "healthcheck:" in db and "pg_isready" in db
     assert "build: ." in app and "healthcheck:" in app and "/healthz" in app
     assert re.search(r"db:\n\s+condition: service_healthy", app)
-    assert "flask\", \"--app\", \"wsgi\", \"init-db" in services["init-db"]
+    assert 'flask", "--app", "wsgi", "init-db' in services["init-db"]
     assert grace > gunicorn_settings(monkeypatch, tmp_path)["graceful_timeout"]

@@ -7,8 +7,6 @@ the same whatever its history holds.
 
 import pytest
 
-from conftest import add_numbered_users, add_users
-
 
 def cost(statements, call) -> int:
     """The statements one request (or command) runs, after asserting it succeeded."""
@@ -19,30 +17,30 @@ def cost(statements, call) -> int:
 
 
 @pytest.fixture
-def users_with_history(client):
+def users_with_history(store, client):
     """A user whose history is 30 entries long, beside 4 others."""
-    [ada, *_] = add_users(*[(f"User {n}", f"user{n}@example.com") for n in range(5)])
+    [ada, *_] = store.add_users(*[(f"User {n}", f"user{n}@example.com") for n in range(5)])
     for n in range(29):
         assert client.patch(f"/api/users/{ada}", json={"name": f"Ada {n}"}).status_code == 200
     return ada
 
 
 @pytest.mark.parametrize("rows", [5, 100])
-def test_a_list_page_costs_two_statements_whether_it_holds_5_users_or_100(client, statements, rows):
-    add_numbered_users(rows)
+def test_a_list_page_costs_two_statements_whether_it_holds_5_users_or_100(store, client, statements, rows):
+    store.add_numbered_users(rows)
 
     assert cost(statements, lambda: client.get("/api/users?per_page=100")) == 2
     assert len(client.get("/api/users?per_page=100").get_json()["items"]) == rows
 
 
-def test_the_count_is_capped_and_the_page_limited_in_sql_not_in_python(client, statements):
-    add_numbered_users(30)
+def test_the_count_is_capped_and_the_page_limited_in_sql_not_in_python(store, client, statements):
+    store.add_numbered_users(30)
 
     cost(statements, lambda: client.get("/api/users?per_page=5"))
 
     count, page = statements
     assert count[1] and 10_001 in _values(count[1])  # LIMIT cap + 1 inside the count
-    assert 6 in _values(page[1])                      # per_page + 1 rows fetched, no more
+    assert 6 in _values(page[1])  # per_page + 1 rows fetched, no more
 
 
 def _values(parameters) -> list:
@@ -50,8 +48,8 @@ def _values(parameters) -> list:
 
 
 @pytest.mark.parametrize("rows", [5, 100])
-def test_a_page_reached_by_cursor_costs_the_same_two_statements(client, statements, rows):
-    add_numbered_users(rows + 100)
+def test_a_page_reached_by_cursor_costs_the_same_two_statements(store, client, statements, rows):
+    store.add_numbered_users(rows + 100)
     deep = client.get("/api/users?per_page=100").get_json()["next"]
 
     assert cost(statements, lambda: client.get(deep)) == 2
@@ -59,9 +57,9 @@ def test_a_page_reached_by_cursor_costs_the_same_two_statements(client, statemen
 
 
 @pytest.mark.parametrize("rows", [5, 100])
-def test_a_search_page_costs_two_statements_whether_5_or_100_users_match(client, statements, rows):
-    add_numbered_users(rows, name="Match")
-    add_numbered_users(50, name="Other")
+def test_a_search_page_costs_two_statements_whether_5_or_100_users_match(store, client, statements, rows):
+    store.add_numbered_users(rows, name="Match")
+    store.add_numbered_users(50, name="Other")
 
     assert cost(statements, lambda: client.get("/api/users?q=match&per_page=100")) == 2
     assert client.get("/api/users?q=match&per_page=100").get_json()["total"] == rows
@@ -80,12 +78,14 @@ def test_a_conditional_get_answered_304_costs_one_statement(client, statements, 
     assert response.status_code == 304 and len(statements) == 1
 
 
-def test_creating_a_user_costs_two_statements_the_row_and_its_audit_entry(client, statements):
-    add_numbered_users(100)
+def test_creating_a_user_costs_two_statements_the_row_and_its_audit_entry(store, client, statements):
+    store.add_numbered_users(100)
 
     assert cost(statements, lambda: client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"})) == 2
-    assert [sql.split()[:3] for sql in statements.sql()] == [["INSERT", "INTO", "users"],
-                                                             ["INSERT", "INTO", "audit_log"]]
+    assert [sql.split()[:3] for sql in statements.sql()] == [
+        ["INSERT", "INTO", "users"],
+        ["INSERT", "INTO", "audit_log"],
+    ]
 
 
 def test_updating_a_user_costs_three_statements_however_long_its_history(client, statements, users_with_history):
@@ -97,8 +97,9 @@ def test_deleting_a_user_costs_three_statements_however_long_its_history(client,
 
 
 @pytest.mark.parametrize("per_page", [5, 30])
-def test_a_history_page_costs_two_statements_whether_it_holds_5_entries_or_30(client, statements,
-                                                                              users_with_history, per_page):
+def test_a_history_page_costs_two_statements_whether_it_holds_5_entries_or_30(
+    client, statements, users_with_history, per_page
+):
     url = f"/api/users/{users_with_history}/history?per_page={per_page}"
 
     assert cost(statements, lambda: client.get(url)) == 2
@@ -106,19 +107,19 @@ def test_a_history_page_costs_two_statements_whether_it_holds_5_entries_or_30(cl
 
 
 @pytest.mark.parametrize("rows", [5, 100])
-def test_the_html_list_costs_two_statements_whether_it_shows_5_users_or_100(client, statements, rows):
-    add_numbered_users(rows)
+def test_the_html_list_costs_two_statements_whether_it_shows_5_users_or_100(store, client, statements, rows):
+    store.add_numbered_users(rows)
 
     assert cost(statements, lambda: client.get("/users?per_page=100")) == 2
     assert client.get("/users?per_page=100").text.count("<tr>") == rows + 1  # and the header row
 
 
-def test_the_html_user_page_costs_three_statements_however_long_its_history(client, statements,
-                                                                            users_with_history):
+def test_the_html_user_page_costs_three_statements_however_long_its_history(client, statements, users_with_history):
     assert cost(statements, lambda: client.get(f"/users/{users_with_history}")) == 3
 
 
 @pytest.mark.parametrize("count", [1000, 3000])
 def test_seeding_costs_a_few_statements_per_batch_not_per_user(runner, committing, statements, count):
-    assert cost(statements, lambda: runner.invoke(args=["seed-users", str(count), "--batch", "1000"])) == \
-        2 * (count // 1000)
+    assert cost(statements, lambda: runner.invoke(args=["seed-users", str(count), "--batch", "1000"])) == 2 * (
+        count // 1000
+    )

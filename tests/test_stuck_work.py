@@ -10,15 +10,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from conftest import app_backends, pg_engine_options, users_table_held
 from webapp.db import get_engine
+
+from helpers import app_backends, pg_engine_options, users_table_held
 
 
 def test_postgresql_connections_are_given_both_timeouts_from_the_config():
     options = pg_engine_options(DB_STATEMENT_TIMEOUT=2.5, DB_IDLE_IN_TRANSACTION_TIMEOUT=60)
 
     assert options["connect_args"]["options"] == (
-        "-c statement_timeout=2500 -c idle_in_transaction_session_timeout=60000")
+        "-c statement_timeout=2500 -c idle_in_transaction_session_timeout=60000"
+    )
 
 
 def test_the_server_reports_the_configured_timeouts_on_the_apps_connections(make_app, cluster_database):
@@ -64,4 +66,3 @@ def test_a_statement_over_the_limit_is_a_503_and_the_worker_is_free_again(serve,
     assert 1 <= reply.seconds < 5  # cancelled at the limit, not when the lock went away
     assert [b for b in after if b["wait_event_type"] == "Lock" or b["state"] != "idle"] == []
     assert server.get("/api/users").status == 200
-

@@ -5,7 +5,12 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import api, audit, cli, db, errors, health, metrics, observability, openapi, pages, request_id, security, settings
+import config
+
+from . import api, cli, db, errors, pages, security
+from .api import openapi
+from .domain import audit
+from .ops import health, metrics, observability, request_id, session_events
 from .routing import IdConverter
 
 csrf = CSRFProtect()
@@ -14,12 +19,13 @@ csrf = CSRFProtect()
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app: config (defaults, environment, `overrides`), database, routes."""
     app = Flask(__name__, instance_relative_config=True)
-    settings.load(app, overrides)
-    app.json.sort_keys = False  # keep the schema's field order in responses
+    config.load(app, overrides)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schema's field order in responses
     app.url_map.converters["id"] = IdConverter
 
     db.init_app(app)
     audit.init_app(app)
+    session_events.init_app(app)
     request_id.init_app(app)
     metrics.init_app(app)
     observability.init_app(app)  # before CSRF, so that a refused request is reported too

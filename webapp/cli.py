@@ -15,13 +15,45 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from . import bulk, imports, migrations
+from . import migrations
+from .bulk import imports, inserts
 from .db import Session
 
-FIRST_NAMES = ["Ada", "Alan", "Barbara", "Claude", "Dennis", "Edsger", "Frances", "Grace",
-               "Guido", "Hedy", "John", "Katherine", "Ken", "Linus", "Margaret", "Niklaus"]
-LAST_NAMES = ["Allen", "Dijkstra", "Hamilton", "Hopper", "Johnson", "Kernighan", "Knuth",
-              "Lamarr", "Liskov", "Lovelace", "Ritchie", "Shannon", "Thompson", "Turing", "Wirth"]
+FIRST_NAMES = [
+    "Ada",
+    "Alan",
+    "Barbara",
+    "Claude",
+    "Dennis",
+    "Edsger",
+    "Frances",
+    "Grace",
+    "Guido",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Ken",
+    "Linus",
+    "Margaret",
+    "Niklaus",
+]
+LAST_NAMES = [
+    "Allen",
+    "Dijkstra",
+    "Hamilton",
+    "Hopper",
+    "Johnson",
+    "Kernighan",
+    "Knuth",
+    "Lamarr",
+    "Liskov",
+    "Lovelace",
+    "Ritchie",
+    "Shannon",
+    "Thompson",
+    "Turing",
+    "Wirth",
+]
 SEED_BATCH = 10_000
 REJECTIONS_SHOWN = 20  # import-users prints the first ones; the count says how many in all
 MAX_SEED_BATCH = 50_000
@@ -69,8 +101,13 @@ def init_db() -> None:
 
 @click.command("seed-users")
 @click.argument("count", type=click.IntRange(min=1))
-@click.option("--batch", type=click.IntRange(min=1, max=MAX_SEED_BATCH), default=SEED_BATCH, show_default=True,
-              help="Users per transaction.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=MAX_SEED_BATCH),
+    default=SEED_BATCH,
+    show_default=True,
+    help="Users per transaction.",
+)
 @with_appcontext
 def seed_users(count: int, batch: int) -> None:
     """Add COUNT fake users, BATCH per transaction, with the bulk import's insert.
@@ -82,7 +119,7 @@ def seed_users(count: int, batch: int) -> None:
     added = 0
     for start in range(0, count, batch):
         # The bulk import's insert: two statements per batch, history included.
-        added += len(bulk.insert_users([fake_user() for _ in range(min(batch, count - start))]))
+        added += len(inserts.insert_users([fake_user() for _ in range(min(batch, count - start))]))
         session.commit()
     click.echo(f"Added {added} users.")
 
@@ -96,9 +133,14 @@ def fake_user() -> dict[str, Any]:
 
 @click.command("import-users")
 @click.argument("file", type=click.File("rb"))
-@click.option("--mode", type=click.Choice(imports.MODES), default="atomic", show_default=True,
-              help="atomic: nothing is written unless every row is valid and new. "
-                   "partial: valid rows are written, the others reported.")
+@click.option(
+    "--mode",
+    type=click.Choice(imports.MODES),
+    default="atomic",
+    show_default=True,
+    help="atomic: nothing is written unless every row is valid and new. "
+    "partial: valid rows are written, the others reported.",
+)
 @with_appcontext
 def import_users(file, mode: str) -> None:
     """Import users from a CSV FILE (header: name,email) of any size; - reads stdin.
@@ -106,8 +148,9 @@ def import_users(file, mode: str) -> None:
     Exits with status 1 when rows were rejected, 2 when the file is unreadable.
     """
     size = _regular_file_size(file)
-    with click.progressbar(length=size or 1, label="Importing", file=sys.stderr,
-                           show_pos=False, hidden=size is None) as bar:
+    with click.progressbar(
+        length=size or 1, label="Importing", file=sys.stderr, show_pos=False, hidden=size is None
+    ) as bar:
 
         def progress(report: imports.ImportReport) -> None:
             if size:

@@ -1,147 +1,235 @@
-"""The one owner of the database session lifecycle.
+"""The session lifecycle, in one place: build, bind, remove.
 
-Request code calls `Session()` wherever it needs the database and gets the session
-of the current thread; nothing is passed around. `init_app` wires the rest:
+* `init_app(app)` builds the app's engines (webapp/engine.py) and keeps them in
+  `app.extensions`. Nothing is bound globally, so any number of apps live in one
+  process (tests, a CLI beside a server, two tenants) without sharing a database.
+* `Session()` returns the session of this thread for the current app, made on
+  first use. It binds its statements to that app's engine (`get_bind`). Where no
+  application context exists it fails, saying what to do.
+* The application context that opened the session removes it when it ends:
+  rolled back unless committed, its connection back in the pool, forgotten. For a
+  served request that is the end of the request, streaming included. A context
+  pushed inside it (`with app.app_context():` in a view) shares the session and
+  leaves it alone.
 
-* the engine is built once per process from the app's config;
-* the session is removed (closed: its transaction rolled back unless committed, its
-  connection returned to the pool) when the thread's outermost application context
-  ends, which for a served request is the end of the request, streaming included.
-
-Read README.md, "The session lifecycle", for the why.
+Two choices of bind make a request cheaper without changing what it means:
+requests with a safe method (GET, HEAD, OPTIONS) read on an autocommit
+connection, no BEGIN and no ROLLBACK around their statements; and a request that
+lost its connection before it sent a COMMIT is run once more (`_retry_once`).
+README.md, "The session lifecycle", has the why.
 """
 
+import functools
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from blinker import Namespace
-from flask import Flask, appcontext_popped, appcontext_pushed, current_app
-from sqlalchemy import Engine, event
+from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.util import ScopedRegistry
 
-from . import request_id
-from .engine import create_engine_from_config
+from .engine import autocommit_engine, create_engine_from_config
 
 log = logging.getLogger(__name__)
 
-# Observers (webapp/metrics.py) hear of each session opened and removed.
+_EXTENSION = "webapp.db"
+_OWNER = "_webapp_db_session"  # in g: the session this application context opened
+_RETRIED = "_webapp_db_retried"
+_COMMIT_SENT = "_webapp_db_commit_sent"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Bodies Flask parses and keeps, so a request can be run again after it read them;
+# a stream read as it arrives (a CSV upload) cannot be read twice.
+_REPLAYABLE_BODIES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
+
+# Announced for observers (webapp/ops): a session opened, a session about to be removed.
 _signals = Namespace()
 session_opened = _signals.signal("session-opened")
-session_removed = _signals.signal("session-removed")
+session_removing = _signals.signal("session-removing")
+
+NO_CONTEXT = (
+    "Session() was called outside an application context, so there is no app to "
+    "bind it to and no teardown to remove it. Wrap the code in `with app.app_context():` "
+    "(CLI commands and requests already run inside one)."
+)
 
 
-class _AnnouncedSession(OrmSession):
-    """A Session that announces its creation, so sessions opened can be counted."""
+class Binds:
+    """What the sessions of one app connect to. `init_app` keeps one per app."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine  # transactions: everything that may write
+        # Reads of read-only requests: the same pool, no BEGIN/ROLLBACK around them.
+        self.reads = autocommit_engine(engine)
+        self.override: Connection | None = None  # tests: every session joins this connection's transaction
+
+
+class AppSession(OrmSession):
+    """A session bound to the app it was opened for, read-only in safe-method requests."""
 
     def __init__(self, **options: Any) -> None:
+        binds: Binds = current_app.extensions[_EXTENSION]
+        # Decided once, when the request opens its session: a GET never writes.
+        self.read_only = has_request_context() and request.method in SAFE_METHODS
+        if binds.override is not None:
+            options.setdefault("join_transaction_mode", "create_savepoint")
+            self.bind_for_all: Engine | Connection = binds.override
+        else:
+            self.bind_for_all = binds.reads if self.read_only else binds.engine
         super().__init__(**options)
-        session_opened.send(self)
+
+    def get_bind(self, mapper: Any = None, clause: Any = None, **kwargs: Any) -> Engine | Connection:  # type: ignore[override]
+        return self.bind_for_all
 
 
-# The thread-local registry. Calling Session() returns this thread's session,
-# creating it on first use; Session.remove() closes it and forgets it.
-# expire_on_commit=False lets a view serialize what it just committed without
-# opening a second transaction to reload it.
-Session = scoped_session(sessionmaker(class_=_AnnouncedSession, expire_on_commit=False))
+class _PerThreadPerApp(ScopedRegistry[AppSession]):
+    """scoped_session's registry: one session per thread and per app.
 
-_EXTENSION = "webapp.db"
+    A thread-local like scoped_session's default, holding a session per app, so a
+    context of app B pushed inside one of app A never gets A's session. Called
+    outside an application context, it raises NO_CONTEXT instead of making a
+    session that no teardown would ever remove.
+    """
+
+    def __init__(self, createfunc: Callable[[], AppSession]) -> None:
+        self.createfunc = createfunc
+        self.local = threading.local()
+
+    def _sessions(self) -> dict[Flask, AppSession]:
+        try:
+            return self.local.sessions  # type: ignore[no-any-return]
+        except AttributeError:
+            self.local.sessions = sessions = {}
+            return sessions
+
+    def __call__(self) -> AppSession:
+        if not has_app_context():
+            raise RuntimeError(NO_CONTEXT)
+        sessions = self._sessions()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        session = sessions.get(app)
+        if session is None:
+            session = sessions[app] = self.createfunc()
+            setattr(g, _OWNER, session)  # this context opened it: its teardown removes it
+            session_opened.send(session)
+        return session
+
+    def has(self) -> bool:
+        return has_app_context() and current_app._get_current_object() in self._sessions()  # type: ignore[attr-defined]
+
+    def set(self, obj: AppSession) -> None:
+        if not has_app_context():
+            raise RuntimeError(NO_CONTEXT)
+        self._sessions()[current_app._get_current_object()] = obj  # type: ignore[attr-defined]
+        setattr(g, _OWNER, obj)
+
+    def clear(self) -> None:
+        if has_app_context():
+            self._sessions().pop(current_app._get_current_object(), None)  # type: ignore[attr-defined]
+
+
+# The registry. Session() returns this thread's session for the current app;
+# Session.remove() closes it and forgets it. expire_on_commit=False lets a view
+# serialize what it just committed without a second round trip to reload it.
+Session: scoped_session[AppSession] = scoped_session(sessionmaker(class_=AppSession, expire_on_commit=False))
+Session.registry = _PerThreadPerApp(Session.session_factory)  # type: ignore[assignment]
+
+
+@event.listens_for(AppSession, "before_flush")
+def _refuse_writes_when_read_only(session: AppSession, flush_context: Any, instances: Any) -> None:
+    # Its statements autocommit one by one: a write here would not be one unit of work.
+    if session.read_only:
+        raise RuntimeError(f"A {request.method} request only reads: write in a POST, PUT, PATCH or DELETE.")
 
 
 def init_app(app: Flask) -> None:
-    """Build the engine for `app`, bind the session registry to it, and own its removal."""
+    """Build `app`'s engine, and remove each session when the context that opened it ends."""
     engine = create_engine_from_config(app.config, app.instance_path)
-    app.extensions[_EXTENSION] = engine
-    Session.remove()  # a session made for an earlier app in this thread must not outlive it
-    Session.configure(bind=engine)
-    appcontext_pushed.connect(_enter_context, app)
-    appcontext_popped.connect(_leave_context, app)
+    app.extensions[_EXTENSION] = Binds(engine)
+    event.listen(engine, "commit", _commit_sent)
     app.teardown_appcontext(remove_session)
-    if app.config["SESSION_EVENTS_LOG"]:
-        _log_session_events()
+    app.preprocess_request = _retry_once(app.preprocess_request)  # type: ignore[method-assign]
+    app.dispatch_request = _retry_once(app.dispatch_request)  # type: ignore[method-assign]
 
 
 def get_engine(app: Flask | None = None) -> Engine:
     """The engine of `app` (the current app by default)."""
-    return (app or current_app).extensions[_EXTENSION]
+    return binds(app).engine
 
 
-# -- removal ----------------------------------------------------------------------
-#
-# Flask runs teardown_appcontext whenever *an* application context ends, and code
-# inside a request may push a second one (`with app.app_context(): ...`). Removing
-# on every teardown would close the request's session under its feet. So we count
-# the application contexts open on this thread and remove only when the outermost
-# one ends. Teardown runs before the popped signal, so that context still counts.
-
-_depth = threading.local()
-
-
-def _enter_context(sender: Flask, **extra: Any) -> None:
-    _depth.value = getattr(_depth, "value", 0) + 1
-
-
-def _leave_context(sender: Flask, **extra: Any) -> None:
-    _depth.value -= 1
+def binds(app: Flask | None = None) -> Binds:
+    return (app or current_app).extensions[_EXTENSION]  # type: ignore[no-any-return]
 
 
 def remove_session(exc: BaseException | None = None) -> None:
-    """Teardown hook: close this thread's session once its outermost context ends."""
-    if getattr(_depth, "value", 0) > 1:
-        return
-    if Session.registry.has():
-        _event("remove")
-        session_removed.send(Session())
+    """Teardown: close this thread's session if this context is the one that opened it."""
+    owned = g.pop(_OWNER, None)
+    if owned is not None and Session.registry.has() and Session.registry() is owned:
+        _discard()
+
+
+def _discard() -> None:
+    session = Session.registry()
+    session_removing.send(session)
     try:
-        Session.remove()
+        session.close()
     except DBAPIError as error:
         # Closing rolls back, which fails when the database went away after the
-        # request's last statement (a restart). The session must be forgotten all
-        # the same, or the thread's next request would inherit it broken.
-        Session.registry.clear()
+        # last statement (a restart): nothing is left to roll back.
         if not error.connection_invalidated:
             raise
         log.warning("session closed on a lost connection: %s", error)
+    finally:
+        # Forgotten in any case, or the thread's next request would inherit it.
+        Session.registry.clear()
 
 
-# -- watching it happen (SESSION_EVENTS_LOG=1) ------------------------------------
+# -- one more try after a lost connection ----------------------------------------
+#
+# A connection can die in the pool (a database restart, an idle cut-off) or under
+# a request. If no COMMIT was sent, the server rolled the request's transaction
+# back and nothing of it remains, so running the request again is safe whatever
+# its method. It gets a fresh session, on a fresh connection, once.
 
-events_log = logging.getLogger("webapp.session")
-_events_on = False  # a logging config that enables webapp.* must not turn these on by itself
-
-
-def _event(name: str) -> None:
-    if _events_on and events_log.isEnabledFor(logging.INFO):
-        events_log.info("%-8s thread=%s request=%s", name, threading.current_thread().name,
-                        request_id.current() or "-")
+Step = TypeVar("Step", bound=Callable[..., Any])
 
 
-def _log_session_events() -> None:
-    """Log the life of every session: begin, commit, rollback, remove."""
-    global _events_on
-    _events_on = True
-    events_log.setLevel(logging.INFO)
-    if not events_log.hasHandlers():  # under gunicorn, the "webapp" logger's handler serves
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-        events_log.addHandler(handler)
-    for event_name, listener in _SESSION_EVENTS.items():
-        if not event.contains(Session, event_name, listener):
-            event.listen(Session, event_name, listener)
+def _retry_once(step: Step) -> Step:
+    @functools.wraps(step)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(*args, **kwargs)
+        except DBAPIError as error:
+            if not _may_run_again(error):
+                raise
+            log.warning(
+                "lost the database connection before any commit, running %s %s again: %s",
+                request.method,
+                request.path,
+                error.orig,
+            )
+        g.setdefault(_RETRIED, True)
+        if Session.registry.has():
+            _discard()
+        return step(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
-def _began(*args: Any) -> None:
-    _event("begin")
+def _commit_sent(connection: Connection) -> None:
+    # From here on, a lost connection leaves the outcome unknown: no second try.
+    if has_app_context():
+        g.setdefault(_COMMIT_SENT, True)
 
 
-def _committed(*args: Any) -> None:
-    _event("commit")
-
-
-def _rolled_back(*args: Any) -> None:
-    _event("rollback")
-
-
-_SESSION_EVENTS = {"after_begin": _began, "after_commit": _committed, "after_rollback": _rolled_back}
+def _may_run_again(error: DBAPIError) -> bool:
+    return (
+        error.connection_invalidated
+        and _RETRIED not in g
+        and _COMMIT_SENT not in g
+        and request.mimetype in _REPLAYABLE_BODIES
+    )

@@ -1,9 +1,11 @@
-"""The engine: one per process, built from config, with the options its backend needs.
+"""Engines: built from config, with the options their backend needs.
 
 PostgreSQL URLs are pinned to psycopg2; PostgreSQL connections carry server-side
-timeouts and are pinged before use; SQLite gets WAL, a busy timeout, foreign keys
-and transactions we begin ourselves (BEGIN IMMEDIATE for writes). webapp.db builds
-it in init_app and owns everything that happens to sessions on top of it.
+timeouts, and a connection that sat idle in the pool is pinged before use; SQLite
+gets WAL, a busy timeout, foreign keys and transactions we begin ourselves (BEGIN
+IMMEDIATE). `autocommit_engine` gives the same pool without transactions, for
+requests that only read. webapp.db builds them in init_app and owns everything
+that happens to sessions on top of them.
 """
 
 import json
@@ -13,12 +15,12 @@ import time
 from functools import partial
 from typing import Any
 
-from flask import has_request_context, request
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# An execution option of ours: begin no transaction (autocommit_engine).
+_NO_BEGIN = "webapp_no_begin"
 
 
 def database_url(config: dict[str, Any], instance_path: str) -> URL:
@@ -63,20 +65,21 @@ def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
         options["connect_args"] = {"check_same_thread": False}
     elif url.get_backend_name() == "postgresql":
         # Connections killed by a server restart or an idle cut-off are replaced
-        # before a request sees them: by pool_pre_ping, a round trip on every
-        # checkout; or, with DB_PING_AFTER_IDLE > 0, only for connections that sat
-        # idle that long (_ping_idle_connections), which saves that round trip.
+        # before a request sees them: with DB_PING_AFTER_IDLE > 0 (the default),
+        # those that sat idle in the pool that long are pinged (_ping_idle_connections);
+        # with 0, pool_pre_ping pings every checkout, a round trip per request.
         options["pool_pre_ping"] = not config["DB_PING_AFTER_IDLE"]
         options["pool_recycle"] = config["DB_POOL_RECYCLE"]
         options["connect_args"] = {
             "connect_timeout": config["DB_CONNECT_TIMEOUT"],
             "application_name": "webapp",
             # Stuck work ends on the server's side, whatever the client does.
-            "options": " ".join([
-                f"-c statement_timeout={_milliseconds(config['DB_STATEMENT_TIMEOUT'])}",
-                f"-c idle_in_transaction_session_timeout="
-                f"{_milliseconds(config['DB_IDLE_IN_TRANSACTION_TIMEOUT'])}",
-            ]),
+            "options": " ".join(
+                [
+                    f"-c statement_timeout={_milliseconds(config['DB_STATEMENT_TIMEOUT'])}",
+                    f"-c idle_in_transaction_session_timeout={_milliseconds(config['DB_IDLE_IN_TRANSACTION_TIMEOUT'])}",
+                ]
+            ),
         }
     return options
 
@@ -91,9 +94,38 @@ def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Eng
     engine = create_engine(url, **engine_options(config, url))
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, config["SQLITE_BUSY_TIMEOUT_MS"])
-    elif url.get_backend_name() == "postgresql" and config["DB_PING_AFTER_IDLE"]:
-        _ping_idle_connections(engine, config["DB_PING_AFTER_IDLE"])
+    elif url.get_backend_name() == "postgresql":
+        _autocommit_on_request(engine)
+        if config["DB_PING_AFTER_IDLE"]:
+            _ping_idle_connections(engine, config["DB_PING_AFTER_IDLE"])
     return engine
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """`engine` without transactions: each statement commits on its own, with no
+    BEGIN before it nor ROLLBACK after. The same pool, the same connections."""
+    return engine.execution_options(**{_NO_BEGIN: True})
+
+
+def _autocommit_on_request(engine: Engine) -> None:
+    """psycopg2 sends BEGIN before a connection's first statement unless it is in
+    autocommit mode, a client-side flag: set it for autocommit_engine's
+    transactions, clear it when the connection goes back to the pool.
+
+    (SQLAlchemy's own isolation_level="AUTOCOMMIT" does the same, but resets the
+    level by a call that can fail on a connection the server closed, and then never
+    returns the connection to the pool.)
+    """
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(_NO_BEGIN):
+            connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+
+    @event.listens_for(engine, "reset")
+    def on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+        if dbapi_connection.autocommit:
+            dbapi_connection.autocommit = False
 
 
 def _ping_idle_connections(engine: Engine, after_idle: float) -> None:
@@ -103,10 +135,8 @@ def _ping_idle_connections(engine: Engine, after_idle: float) -> None:
     a dead one found by the ping is replaced before the request sees it. A
     connection back in the pool for less than that was alive a moment ago, and
     under load that is every connection: pinging it would add a round trip to
-    every request. The price: a server restart under load fails the requests that
-    reuse a connection at that moment (503, Retry-After), and the disconnect they
-    hit renews the rest of the pool. With DB_PING_AFTER_IDLE=0 (the default),
-    pool_pre_ping pings on every checkout instead.
+    every request. A connection that dies anyway under a request costs that
+    request one more try (webapp.db), not an error.
     """
 
     @event.listens_for(engine, "checkin")
@@ -130,7 +160,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     pysqlite's own transaction handling starts transactions lazily with a plain
     BEGIN, which lets two writers both read and then collide on upgrading to a
     write lock ("database is locked", no waiting). We switch it off and emit BEGIN
-    ourselves: BEGIN IMMEDIATE for writes, so writers queue on the busy timeout.
+    IMMEDIATE ourselves, so writers queue on the busy timeout; reads of a
+    read-only request (autocommit_engine) begin nothing.
     """
 
     @event.listens_for(engine, "connect")
@@ -144,14 +175,6 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if _writes_expected() else "BEGIN")
-
-
-def _writes_expected() -> bool:
-    """Whether the transaction now beginning may write.
-
-    Requests with safe methods only read; anything else (unsafe methods, CLI
-    commands, tests) is treated as a writer.
-    """
-    return not (has_request_context() and request.method in _SAFE_METHODS)
+    def on_begin(connection: Connection) -> None:
+        if not connection.get_execution_options().get(_NO_BEGIN):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")

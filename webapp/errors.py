@@ -49,8 +49,13 @@ def wants_json() -> bool:
 
 def problem(status: int, detail: str, **members: object) -> Response:
     """An RFC 9457 problem response."""
-    body = {"type": "about:blank", "title": HTTP_STATUS_CODES.get(status, "Error"),
-            "status": status, "detail": detail, **members}
+    body = {
+        "type": "about:blank",
+        "title": HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **members,
+    }
     response = jsonify(body)
     response.status_code = status
     response.mimetype = PROBLEM_JSON
@@ -66,9 +71,13 @@ def error_response(error: HTTPException) -> Response:
         response = problem(status, error.description or "", **members)
     else:
         response = Response(
-            render_template("errors/error.html", status=status,
-                            title=HTTP_STATUS_CODES.get(status, "Error"),
-                            description=error.description, errors=errors),
+            render_template(
+                "errors/error.html",
+                status=status,
+                title=HTTP_STATUS_CODES.get(status, "Error"),
+                description=error.description,
+                errors=errors,
+            ),
             status=status,
         )
     # 405 must say what is allowed; 503 when to come back.

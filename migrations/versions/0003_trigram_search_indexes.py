@@ -25,8 +25,7 @@ def upgrade() -> None:
     # pg_trgm is a trusted extension (PostgreSQL 13+): a database owner may create it.
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     for name, column in INDEXES.items():
-        op.create_index(name, "users", [column], postgresql_using="gin",
-                        postgresql_ops={column: "gin_trgm_ops"})
+        op.create_index(name, "users", [column], postgresql_using="gin", postgresql_ops={column: "gin_trgm_ops"})
 
 
 def downgrade() -> None:

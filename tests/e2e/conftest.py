@@ -16,8 +16,14 @@ from playwright.sync_api import sync_playwright
 from server import ROOT, Server
 
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
-CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DESKTOP = {"width": 1280, "height": 800}
 
 
@@ -45,8 +51,13 @@ def browser(chromium_path):
 @pytest.fixture(scope="session")
 def server(database_url, _schema, tmp_path_factory):
     """One gunicorn for the whole run: 1 worker x 2 threads on the test database."""
-    server = Server(database_url, tmp_path_factory.mktemp("e2e-server"), SECRET_KEY="browser-tests-only",
-                    WEB_CONCURRENCY="1", GUNICORN_THREADS="2").start()
+    server = Server(
+        database_url,
+        tmp_path_factory.mktemp("e2e-server"),
+        SECRET_KEY="browser-tests-only",
+        WEB_CONCURRENCY="1",
+        GUNICORN_THREADS="2",
+    ).start()
     yield server.url
     server.stop()
 

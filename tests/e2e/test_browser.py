@@ -9,14 +9,15 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from conftest import add_users, stored_users, user_count
 from e2e.conftest import screenshot
 
 ADA = ("Ada Lovelace", "ada@example.com")
 ALAN = ("Alan Turing", "alan@example.com")
 GRACE = ("Grace Hopper", "grace@example.com")
-LONG = ("Wolfeschlegelsteinhausenbergerdorffwelchevoralternwarengewissenhaftschaferswessenschafewaren",
-        "a-very-long-mailbox-name-that-does-not-break-anywhere@subdomain.of.an.exceedingly-long-domain.example")
+LONG = (
+    "Wolfeschlegelsteinhausenbergerdorffwelchevoralternwarengewissenhaftschaferswessenschafewaren",
+    "a-very-long-mailbox-name-that-does-not-break-anywhere@subdomain.of.an.exceedingly-long-domain.example",
+)
 
 
 def rows(page):
@@ -35,7 +36,7 @@ def tab_to(page, locator, presses: int = 12) -> int:
 # -- the main paths -------------------------------------------------------------------
 
 
-def test_create_a_user_from_the_list(page):
+def test_create_a_user_from_the_list(store, page):
     page.goto("/users")
     page.get_by_role("link", name="New user").click()
     page.get_by_label("Name").fill("Ada Lovelace")
@@ -46,11 +47,11 @@ def test_create_a_user_from_the_list(page):
     expect(page.get_by_role("heading", level=1)).to_have_text("Ada Lovelace")
     expect(page.get_by_role("status")).to_have_text("Created Ada Lovelace.")
     expect(page.get_by_role("definition").first).to_have_text("ada@example.com")
-    assert stored_users() == [ADA]
+    assert store.users() == [ADA]
 
 
-def test_search_narrows_the_list(page):
-    add_users(ADA, ALAN, GRACE)
+def test_search_narrows_the_list(store, page):
+    store.add_users(ADA, ALAN, GRACE)
     page.goto("/users")
     expect(rows(page)).to_have_count(3)
 
@@ -65,8 +66,8 @@ def test_search_narrows_the_list(page):
     expect(rows(page)).to_have_count(3)
 
 
-def test_paginate_through_the_list(page):
-    add_users(*[(f"User {n:02d}", f"user{n}@example.com") for n in range(1, 26)])
+def test_paginate_through_the_list(store, page):
+    store.add_users(*[(f"User {n:02d}", f"user{n}@example.com") for n in range(1, 26)])
     page.goto("/users")
     expect(rows(page)).to_have_count(20)
     expect(page.get_by_text("Page 1 of 2")).to_be_visible()
@@ -82,8 +83,8 @@ def test_paginate_through_the_list(page):
     expect(rows(page).first).to_contain_text("User 01")
 
 
-def test_edit_a_user(page):
-    [user_id] = add_users(ADA)
+def test_edit_a_user(store, page):
+    [user_id] = store.add_users(ADA)
     page.goto(f"/users/{user_id}")
     page.get_by_role("link", name="Edit").click()
     name = page.get_by_label("Name")
@@ -95,11 +96,11 @@ def test_edit_a_user(page):
     expect(page).to_have_url(re.compile(rf"/users/{user_id}$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Ada King")
     expect(page.get_by_role("status")).to_have_text("Saved Ada King.")
-    assert stored_users() == [("Ada King", "ada@example.com")]
+    assert store.users() == [("Ada King", "ada@example.com")]
 
 
-def test_an_edit_conflict_shows_both_versions_and_lets_the_user_reapply(page, context, backend):
-    [user_id] = add_users(ADA)
+def test_an_edit_conflict_shows_both_versions_and_lets_the_user_reapply(store, page, context, backend):
+    [user_id] = store.add_users(ADA)
     page.goto(f"/users/{user_id}/edit")
     page.get_by_label("Name").fill("Ada Mine")
 
@@ -115,15 +116,15 @@ def test_an_edit_conflict_shows_both_versions_and_lets_the_user_reapply(page, co
     expect(page.get_by_role("heading", level=1)).to_have_text("Someone else changed Ada Theirs")
     expect(page.get_by_role("row", name="Name")).to_contain_text("Ada Theirs")
     expect(page.get_by_role("row", name="Name")).to_contain_text("Ada Mine")
-    assert stored_users() == [("Ada Theirs", "ada@example.com")]  # nothing overwritten
+    assert store.users() == [("Ada Theirs", "ada@example.com")]  # nothing overwritten
     screenshot(page, backend, "edit-conflict")
 
     page.get_by_role("button", name="Save mine over theirs").click()
     expect(page.get_by_role("status")).to_have_text("Saved Ada Mine.")
-    assert stored_users() == [("Ada Mine", "ada@example.com")]
+    assert store.users() == [("Ada Mine", "ada@example.com")]
 
 
-def test_a_validation_error_is_shown_next_to_its_field_which_takes_the_focus(page):
+def test_a_validation_error_is_shown_next_to_its_field_which_takes_the_focus(store, page):
     page.goto("/users/new")
     page.get_by_label("Name").fill("Ada")
     page.get_by_label("Email").fill("not-an-email")
@@ -143,19 +144,19 @@ def test_a_validation_error_is_shown_next_to_its_field_which_takes_the_focus(pag
     field, message = email.bounding_box(), page.locator("#email-error").bounding_box()
     assert 0 <= message["y"] - (field["y"] + field["height"]) < 16
     assert abs(message["x"] - field["x"]) < 2
-    assert user_count() == 0
+    assert store.count() == 0
 
 
-def test_delete_asks_for_confirmation_first(page):
-    ada_id, _ = add_users(ADA, ALAN)
+def test_delete_asks_for_confirmation_first(store, page):
+    ada_id, _ = store.add_users(ADA, ALAN)
     page.goto(f"/users/{ada_id}")
 
     page.get_by_role("link", name="Delete").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Delete Ada Lovelace?")
-    assert stored_users() == [ADA, ALAN]  # asking deletes nothing
+    assert store.users() == [ADA, ALAN]  # asking deletes nothing
     page.get_by_role("link", name="Cancel").click()
     expect(page).to_have_url(re.compile(rf"/users/{ada_id}$"))
-    assert stored_users() == [ADA, ALAN]
+    assert store.users() == [ADA, ALAN]
 
     page.get_by_role("link", name="Delete").click()
     page.get_by_role("button", name="Delete").click()
@@ -163,13 +164,13 @@ def test_delete_asks_for_confirmation_first(page):
     expect(page).to_have_url(re.compile(r"/users$"))
     expect(page.get_by_role("status")).to_have_text("Deleted Ada Lovelace.")
     expect(rows(page)).to_have_count(1)
-    assert stored_users() == [ALAN]
+    assert store.users() == [ALAN]
 
 
 # -- keyboard, JavaScript, widths -----------------------------------------------------------
 
 
-def test_create_with_the_keyboard_alone_recovering_from_an_error(page):
+def test_create_with_the_keyboard_alone_recovering_from_an_error(store, page):
     page.goto("/users")
     tab_to(page, page.get_by_role("link", name="New user"))
     page.keyboard.press("Enter")
@@ -192,10 +193,10 @@ def test_create_with_the_keyboard_alone_recovering_from_an_error(page):
     page.keyboard.press("Enter")
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Grace Hopper")
-    assert stored_users() == [GRACE]
+    assert store.users() == [GRACE]
 
 
-def test_the_pages_work_with_javascript_turned_off(browser, site, backend):
+def test_the_pages_work_with_javascript_turned_off(store, browser, site, backend):
     context = browser.new_context(base_url=site, java_script_enabled=False)
     page = context.new_page()
     try:
@@ -210,16 +211,23 @@ def test_the_pages_work_with_javascript_turned_off(browser, site, backend):
         screenshot(page, backend, "without-javascript")
     finally:
         context.close()
-    assert user_count() == 0
+    assert store.count() == 0
 
 
 @pytest.mark.parametrize("width", [360, 1280])
-def test_every_page_fits_the_width_without_sideways_scrolling(page, backend, width):
-    long_id, ada_id, *_ = add_users(LONG, ADA, *[(f"User {n:02d}", f"user{n}@example.com") for n in range(25)])
+def test_every_page_fits_the_width_without_sideways_scrolling(store, page, backend, width):
+    long_id, ada_id, *_ = store.add_users(LONG, ADA, *[(f"User {n:02d}", f"user{n}@example.com") for n in range(25)])
     page.set_viewport_size({"width": width, "height": 800})
-    views = {"list": "/users", "search": "/users?q=user", "show": f"/users/{long_id}",
-             "edit": f"/users/{long_id}/edit", "delete": f"/users/{long_id}/delete", "new": "/users/new",
-             "not-found": "/users/424242", "api-docs": "/api/docs"}
+    views = {
+        "list": "/users",
+        "search": "/users?q=user",
+        "show": f"/users/{long_id}",
+        "edit": f"/users/{long_id}/edit",
+        "delete": f"/users/{long_id}/delete",
+        "new": "/users/new",
+        "not-found": "/users/424242",
+        "api-docs": "/api/docs",
+    }
 
     for view, path in views.items():
         page.goto(path)
@@ -241,11 +249,18 @@ def check_fits(page, width: int, view: str) -> None:
 # -- the content security policy, in the browser --------------------------------------------
 
 
-def test_no_page_logs_an_error_and_the_stylesheet_applies(page, console):
-    [user_id] = add_users(ADA)
+def test_no_page_logs_an_error_and_the_stylesheet_applies(store, page, console):
+    [user_id] = store.add_users(ADA)
 
-    for path in ("/users", "/users/new", f"/users/{user_id}", f"/users/{user_id}/edit",
-                 f"/users/{user_id}/delete", "/api/docs", "/users/424242"):
+    for path in (
+        "/users",
+        "/users/new",
+        f"/users/{user_id}",
+        f"/users/{user_id}/edit",
+        f"/users/{user_id}/delete",
+        "/api/docs",
+        "/users/424242",
+    ):
         page.goto(path)
         # --tint from style.css: the stylesheet loaded under the policy.
         assert page.evaluate("getComputedStyle(document.documentElement).backgroundColor") == "rgb(244, 246, 249)"

@@ -14,8 +14,7 @@ from typing import Any
 from flask import current_app
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from .routing import MAX_ID
-
+from ..routing import MAX_ID
 
 # Unicode category Cc: the C0 controls, DEL and the C1 controls.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -148,8 +147,11 @@ class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
     """Query arguments of a user list: a page by number (shallow pages) or by cursor
     (any depth, the `next` link), optionally narrowed by a search."""
 
-    after = Cursor(data_key="cursor", load_default=None,
-                   metadata={"description": "The opaque token of a list's `next` link: the page after it."})
+    after = Cursor(
+        data_key="cursor",
+        load_default=None,
+        metadata={"description": "The opaque token of a list's `next` link: the page after it."},
+    )
 
     @validates_schema(pass_original=True)
     def page_or_cursor(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
@@ -175,8 +177,9 @@ class RejectionSchema(Schema):
 
 class ImportReportSchema(Schema):
     created = fields.Integer(required=True)
-    rejected = fields.List(fields.Nested(RejectionSchema), required=True,
-                           metadata={"description": "At most 10,000 rows, by line."})
+    rejected = fields.List(
+        fields.Nested(RejectionSchema), required=True, metadata={"description": "At most 10,000 rows, by line."}
+    )
     rejected_count = fields.Integer(required=True, metadata={"description": "Every rejected row."})
 
 
@@ -184,13 +187,20 @@ class UserPageSchema(Schema):
     """One page of a user list (a users.Page)."""
 
     items = fields.List(fields.Nested(UserSchema), required=True)
-    page = fields.Integer(required=True, allow_none=True, metadata={"description": "null for a page reached by cursor."})
+    page = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null for a page reached by cursor."}
+    )
     per_page = fields.Integer(required=True, metadata={"description": "The page size used, after the cap."})
-    total = fields.Integer(required=True, metadata={
-        "description": "Users matching, exact up to LIST_TOTAL_CAP; past it, the cap (see total_capped)."})
+    total = fields.Integer(
+        required=True,
+        metadata={"description": "Users matching, exact up to LIST_TOTAL_CAP; past it, the cap (see total_capped)."},
+    )
     total_capped = fields.Boolean(required=True, metadata={"description": "More users match than total says."})
-    next = fields.String(required=True, allow_none=True, metadata={
-        "description": "The URL of the next page (a cursor), also in a Link header; null on the last page."})
+    next = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The URL of the next page (a cursor), also in a Link header; null on the last page."},
+    )
 
 
 class ProblemSchema(Schema):

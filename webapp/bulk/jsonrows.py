@@ -27,9 +27,11 @@ def json_rows(dialect: str, parameter: str, columns: Sequence[Column[Any]]) -> d
     select from: one per column of `columns`, by name and of the same type."""
     document = bindparam(parameter, type_=JSON)
     if dialect == "postgresql":
-        rows = (func.json_to_recordset(document)
-                .table_valued(*(column(c.name, c.type) for c in columns))
-                .render_derived(name="batch", with_types=True))
+        rows = (
+            func.json_to_recordset(document)
+            .table_valued(*(column(c.name, c.type) for c in columns))
+            .render_derived(name="batch", with_types=True)
+        )
         return {c.name: rows.c[c.name] for c in columns}
     rows = func.json_each(document).table_valued("value")
     return {c.name: func.json_extract(rows.c.value, f"$.{c.name}", type_=c.type) for c in columns}

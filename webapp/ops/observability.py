@@ -17,7 +17,8 @@ from urllib.parse import quote
 from flask import Flask, Response, g, has_app_context, request
 from sqlalchemy import event
 
-from . import db, metrics, request_id
+from .. import db
+from . import metrics, request_id
 
 log = logging.getLogger("webapp.requests")
 
@@ -53,9 +54,15 @@ def _report_request(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"
     response.headers.add("Server-Timing", f'db;dur={stats.db_seconds * 1000:.1f};desc="{stats.queries} queries"')
     metrics.observe_request(endpoint, request.method, response.status_code, seconds)
-    log.info("request_id=%s method=%s path=%s status=%d duration_ms=%.1f queries=%d",
-             request_id.current(), request.method, quote(request.path), response.status_code,
-             seconds * 1000, stats.queries)
+    log.info(
+        "request_id=%s method=%s path=%s status=%d duration_ms=%.1f queries=%d",
+        request_id.current(),
+        request.method,
+        quote(request.path),
+        response.status_code,
+        seconds * 1000,
+        stats.queries,
+    )
     return response
 
 

@@ -1,9 +1,11 @@
 """CSV export of users, streamed.
 
-Rows are read with yield_per (a server-side cursor on PostgreSQL) while the
-response is being sent, so memory stays flat. The caller wraps the generator
-in stream_with_context: the request context, and with it the thread's session,
-lives until the stream ends or the client goes away, then teardown removes it.
+Rows are read in keyset chunks (id > the last one sent, a thousand at a time),
+each chunk its own short statement, and the session gives its connection back
+to the pool between chunks: a client that reads slowly holds no transaction and
+no connection, only its thread, and memory stays flat. The response wraps the
+generator in stream_with_context, so the request context and the thread's
+session live until the stream ends or the client goes away; teardown removes it.
 """
 
 import csv
@@ -13,12 +15,12 @@ from collections.abc import Iterator
 from flask import Response, stream_with_context
 from sqlalchemy import select
 
-from .db import Session
-from .models import User
-from .users import matching
+from ..db import Session
+from ..domain.models import User
+from ..domain.users import matching
 
 COLUMNS = ("id", "name", "email", "created_at", "updated_at")
-YIELD_PER = 1000
+CHUNK = 1000
 # A spreadsheet treats a cell starting with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -43,13 +45,22 @@ def csv_lines(q: str = "") -> Iterator[str]:
 
     yield line(COLUMNS)
     # Plain rows of the five columns: an ORM object per row would be built only to be read once.
-    query = (matching(select(*(getattr(User, column) for column in COLUMNS)), q)
-             .order_by(User.id).execution_options(yield_per=YIELD_PER))
-    for row in Session().execute(query):
-        yield line(map(safe_cell, row))
+    query = matching(select(*(getattr(User, column) for column in COLUMNS)), q).order_by(User.id).limit(CHUNK)
+    after = 0
+    while True:
+        rows = Session().execute(query.where(User.id > after)).all()
+        Session().close()  # the connection goes back to the pool while the client reads
+        for row in rows:
+            yield line(map(safe_cell, row))
+        if len(rows) < CHUNK:
+            return
+        after = rows[-1].id
 
 
 def csv_response(q: str = "") -> Response:
     """A streamed users.csv download of the users matching `q`."""
-    return Response(stream_with_context(csv_lines(q)), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="users.csv"'})
+    return Response(
+        stream_with_context(csv_lines(q)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="users.csv"'},
+    )

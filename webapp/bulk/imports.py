@@ -27,12 +27,12 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import UnprocessableEntity
 
-from . import bulk
-from .db import Session
+from ..db import Session
+from ..domain.schemas import IMPORT_MODES as MODES
+from ..domain.schemas import user_schema
+from ..domain.users import EMAIL_TAKEN
+from . import inserts
 from .readahead import read_ahead
-from .schemas import IMPORT_MODES as MODES
-from .schemas import user_schema
-from .users import EMAIL_TAKEN
 
 COLUMNS = ("name", "email")
 BATCH_SIZE = 5000
@@ -134,11 +134,16 @@ def _csv_rows(reader: Any) -> Iterator[Row]:
     if sorted(columns) != sorted(COLUMNS):
         unexpected = [c for c in columns if c not in COLUMNS]
         missing = [c for c in COLUMNS if c not in columns]
-        details = "; ".join(filter(None, [
-            f"missing {', '.join(missing)}" if missing else "",
-            f"unexpected {', '.join(repr(c) for c in unexpected)}" if unexpected else "",
-            "a column is repeated" if not missing and not unexpected else "",
-        ]))
+        details = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"unexpected {', '.join(repr(c) for c in unexpected)}" if unexpected else "",
+                    "a column is repeated" if not missing and not unexpected else "",
+                ],
+            )
+        )
         raise ImportFileError(f"The header must be the columns name and email, in any order ({details}).")
     while True:
         line = reader.line_num + 1
@@ -150,7 +155,7 @@ def _csv_rows(reader: Any) -> Iterator[Row]:
         if len(cells) != len(columns):
             yield line, BadRow(f"Expected {len(columns)} columns (name, email), found {len(cells)}.")
         else:
-            yield line, dict(zip(columns, cells))
+            yield line, dict(zip(columns, cells, strict=True))
 
 
 def _next_row(reader: Any) -> list[str] | None:
@@ -171,8 +176,12 @@ def read_json(items: Any) -> Iterator[Row]:
     return enumerate(items, start=1)
 
 
-def import_users(rows: Iterable[Row], mode: str = "atomic", batch_size: int = BATCH_SIZE,
-                 on_batch: Callable[[ImportReport], None] | None = None) -> ImportReport:
+def import_users(
+    rows: Iterable[Row],
+    mode: str = "atomic",
+    batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
     """Validate and insert `rows`, then commit or roll back as `mode` says.
 
     The next batch is read and validated in a helper thread (see readahead) while
@@ -223,7 +232,8 @@ def _batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:
             if fields is not None:
                 if fields["email"] in batch.rows:
                     batch.rejected.append(
-                        Rejection(line, "email", f"Duplicate of line {batch.rows[fields['email']][0]}."))
+                        Rejection(line, "email", f"Duplicate of line {batch.rows[fields['email']][0]}.")
+                    )
                 else:
                     batch.rows[fields["email"]] = (line, fields)
             if len(batch.rows) + len(batch.rejected) >= batch_size:
@@ -246,7 +256,9 @@ def _validated(line: int, raw: Any, rejected: list[Rejection]) -> dict[str, Any]
         return user_schema.load(raw)
     except ValidationError as error:
         # A load of one item always reports by field (_schema for a non-object item).
-        rejected.extend(Rejection(line, name, " ".join(map(str, problems))) for name, problems in error.messages.items())
+        rejected.extend(
+            Rejection(line, name, " ".join(map(str, problems))) for name, problems in error.messages.items()
+        )
         return None
 
 
@@ -268,7 +280,7 @@ def _insert_or_split(rows: list[tuple[int, dict[str, Any]]], refused: set[str], 
         return set()
     try:
         with Session().begin_nested():
-            return bulk.insert_users([fields for _, fields in rows])
+            return inserts.insert_users([fields for _, fields in rows])
     except IntegrityError:
         if len(rows) == 1:
             line, fields = rows[0]

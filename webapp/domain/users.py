@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
 
-from .db import Session
+from ..db import Session
 from .models import User
 
 EMAIL_TAKEN = "A user with this email address already exists."
@@ -83,8 +83,14 @@ def list_users(per_page: int, q: str = "", page: int = 1, after: int | None = No
     rows = session.scalars(query).all()
     items = list(rows[:per_page])
     next_after = items[-1].id if len(rows) > per_page else None
-    return Page(items=items, page=page if after is None else None, per_page=per_page, total=total,
-                total_capped=capped, next_after=next_after)
+    return Page(
+        items=items,
+        page=page if after is None else None,
+        per_page=per_page,
+        total=total,
+        total_capped=capped,
+        next_after=next_after,
+    )
 
 
 def _capped_count(query) -> tuple[int, bool]:

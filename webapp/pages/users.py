@@ -6,20 +6,27 @@ form with what was typed and a message under each bad field, nothing written.
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
-from . import audit, exports, imports, users
-from .errors import error_response
-from .schemas import (encode_cursor, import_args_schema, list_args_schema, page_args_schema, search_args_schema,
-                      user_form_schema, user_schema)
+from ..bulk import exports, imports
+from ..domain import audit, users
+from ..domain.schemas import (
+    encode_cursor,
+    import_args_schema,
+    list_args_schema,
+    page_args_schema,
+    search_args_schema,
+    user_form_schema,
+    user_schema,
+)
+from ..errors import error_response
+from . import bp
 
 # The upload form lists this many rejected rows; the rest are counted.
 REJECTIONS_SHOWN = 50
-
-bp = Blueprint("pages", __name__)
 
 
 @bp.get("/")
@@ -56,8 +63,9 @@ def import_users() -> tuple[str, int]:
     except imports.ImportFileError as error:
         return render_template("users/import.html", mode=mode, error=error.description), 422
     status = 201 if report.created else (422 if report.rejected_count else 200)
-    return render_template("users/import.html", mode=mode, error=None, report=report,
-                           shown=report.rejected[:REJECTIONS_SHOWN]), status
+    return render_template(
+        "users/import.html", mode=mode, error=None, report=report, shown=report.rejected[:REJECTIONS_SHOWN]
+    ), status
 
 
 @bp.errorhandler(RequestEntityTooLarge)

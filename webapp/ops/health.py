@@ -3,7 +3,7 @@
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from .db import Session
+from ..db import Session
 
 bp = Blueprint("health", __name__)
 

@@ -1,7 +1,6 @@
 """The tables, as typed ORM classes."""
 
 from datetime import UTC, datetime
-
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, TypeDecorator, text
@@ -65,10 +64,12 @@ class User(Base):
         Index("uq_users_email", "email", unique=True),
         # Substring search (ILIKE '%fragment%') on PostgreSQL: trigram GIN indexes.
         # SQLite has no such index and scans; see postgresql_only.
-        postgresql_only(Index("ix_users_name_trgm", "name", postgresql_using="gin",
-                              postgresql_ops={"name": "gin_trgm_ops"})),
-        postgresql_only(Index("ix_users_email_trgm", "email", postgresql_using="gin",
-                              postgresql_ops={"email": "gin_trgm_ops"})),
+        postgresql_only(
+            Index("ix_users_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"})
+        ),
+        postgresql_only(
+            Index("ix_users_email_trgm", "email", postgresql_using="gin", postgresql_ops={"email": "gin_trgm_ops"})
+        ),
     )
     __mapper_args__ = {"version_id_col": version}
 

@@ -4,16 +4,25 @@ Every user response carries an ETag made of the user's id and version. Writes
 honour If-Match (412 when stale); reads honour If-None-Match (304).
 """
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Response, jsonify, request, url_for
 from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
-from . import audit, exports, imports, users
-from .errors import problem
-from .models import User
-from .schemas import (audit_page_schema, encode_cursor, import_args_schema, import_report_schema, list_args_schema,
-                      page_args_schema, search_args_schema, user_page_schema, user_schema)
-
-bp = Blueprint("api", __name__, url_prefix="/api")
+from ..bulk import exports, imports
+from ..domain import audit, users
+from ..domain.models import User
+from ..domain.schemas import (
+    audit_page_schema,
+    encode_cursor,
+    import_args_schema,
+    import_report_schema,
+    list_args_schema,
+    page_args_schema,
+    search_args_schema,
+    user_page_schema,
+    user_schema,
+)
+from ..errors import problem
+from . import bp
 
 
 def etag(user: User) -> str:
@@ -48,11 +57,25 @@ def list_users() -> Response:
     page = users.list_users(**args)
     next_url = None
     if page.has_next:
-        next_url = url_for(".list_users", q=args["q"] or None, per_page=page.per_page,
-                           cursor=encode_cursor(page.next_after), _external=True)
-    response = jsonify(user_page_schema.dump({
-        "items": page.items, "page": page.page, "per_page": page.per_page, "total": page.total,
-        "total_capped": page.total_capped, "next": next_url}))
+        next_url = url_for(
+            ".list_users",
+            q=args["q"] or None,
+            per_page=page.per_page,
+            cursor=encode_cursor(page.next_after),
+            _external=True,
+        )
+    response = jsonify(
+        user_page_schema.dump(
+            {
+                "items": page.items,
+                "page": page.page,
+                "per_page": page.per_page,
+                "total": page.total,
+                "total_capped": page.total_capped,
+                "next": next_url,
+            }
+        )
+    )
     if next_url:
         response.headers["Link"] = f'<{next_url}>; rel="next"'
     return response
@@ -118,8 +141,11 @@ def import_users() -> Response:
     report = imports.import_users(rows, mode)
     body = import_report_schema.dump(report)
     if report.created == 0 and report.rejected_count:
-        detail = ("Nothing was imported: every row must be valid and new in an atomic import."
-                  if report.refused else "Nothing was imported: every row was rejected.")
+        detail = (
+            "Nothing was imported: every row must be valid and new in an atomic import."
+            if report.refused
+            else "Nothing was imported: every row was rejected."
+        )
         return problem(422, detail, **body)
     response = jsonify(body)
     response.status_code = 201 if report.created else 200

@@ -1,0 +1,225 @@
+"""What many tests share: assertions, a race, database locks, a statement log, forms.
+
+The data in the test database is read and written through `Store` (the `store`
+fixture), which goes through the app's own session in an app context, so a test
+whose requests roll back (the `client` fixture) sees its own rows.
+"""
+
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from contextlib import contextmanager
+
+from flask import Flask
+from sqlalchemy import create_engine, func, insert, make_url, select
+
+from config import Config
+from webapp.db import Session, get_engine
+from webapp.domain.models import AuditEntry, User
+from webapp.engine import database_url as url_from_settings
+from webapp.engine import engine_options, with_shipped_driver
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}  # the class defaults
+
+
+class Store:
+    """The app's database, read and written directly, bypassing the HTTP layer."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def users(self) -> list[tuple[str, str]]:
+        """(name, email) of every stored user, in id order."""
+        with self.app.app_context():
+            return [tuple(row) for row in Session().execute(select(User.name, User.email).order_by(User.id))]
+
+    def count(self) -> int:
+        with self.app.app_context():
+            return Session().scalar(select(func.count()).select_from(User))
+
+    def audit_rows(self, user_id=None) -> list[tuple]:
+        """(user_id, action, changes) of the stored audit rows, oldest first."""
+        query = select(AuditEntry.user_id, AuditEntry.action, AuditEntry.changes).order_by(AuditEntry.id)
+        if user_id is not None:
+            query = query.where(AuditEntry.user_id == user_id)
+        with self.app.app_context():
+            return [tuple(row) for row in Session().execute(query)]
+
+    def scalar(self, statement):
+        """The first column of the first row of `statement`, run through the app."""
+        with self.app.app_context():
+            return Session().scalar(statement)
+
+    def scalars(self, statement) -> list:
+        with self.app.app_context():
+            return list(Session().scalars(statement))
+
+    def add_users(self, *pairs: tuple[str, str]) -> list[int]:
+        """Store users with the ORM (their history too); returns their ids."""
+        with self.app.app_context():
+            users = [User(name=name, email=email) for name, email in pairs]
+            Session().add_all(users)
+            Session().commit()
+            return [user.id for user in users]
+
+    def add_numbered_users(self, count: int, name: str = "User") -> None:
+        """Store `count` users named "<name> <n>" in one bulk insert (no audit rows)."""
+        with self.app.app_context():
+            Session().execute(
+                insert(User),
+                [{"name": f"{name} {n}", "email": f"{name.lower()}{n}@example.com"} for n in range(1, count + 1)],
+            )
+            Session().commit()
+
+
+@contextmanager
+def scratch_postgresql_database():
+    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards."""
+    server = create_engine(with_shipped_driver(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
+    scratch = f"{server.url.database}_{secrets.token_hex(4)}"
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
+    try:
+        yield server.url.set(database=scratch).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+        server.dispose()
+
+
+@contextmanager
+def empty_database(tmp_path):
+    """A new, empty database on the backend under test."""
+    if TEST_DATABASE_URL:
+        with scratch_postgresql_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / f'empty-{secrets.token_hex(4)}.sqlite3'}"
+
+
+def pg_engine_options(**overrides) -> dict:
+    """The engine options for a PostgreSQL URL, from the default settings plus `overrides`."""
+    settings = {**SETTINGS, **overrides}
+    return engine_options(settings, url_from_settings({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
+
+
+def assert_problem(response, status):
+    """The response is problem+json with `status`; returns its body."""
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    return body
+
+
+def assert_session_gone(app):
+    """The thread's registry holds no session for `app` and every pooled connection is back."""
+    with app.app_context():
+        assert not Session.registry.has()
+    assert get_engine(app).pool.checkedout() == 0
+
+
+def race(app, requests):
+    """Run each request function on its own thread with its own client, released
+    together by a barrier, and return their responses in order."""
+    barrier = threading.Barrier(len(requests))
+    responses = [None] * len(requests)
+
+    def run(index, request):
+        client = app.test_client()
+        barrier.wait()
+        responses[index] = request(client)
+
+    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return responses
+
+
+@contextmanager
+def users_table_held(database_url: str):
+    """Hold a lock on the users table from a connection of our own, so that requests
+    touching it wait: on PostgreSQL every request (ACCESS EXCLUSIVE), on SQLite
+    every writer (the write lock; WAL readers go on reading)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        connection = sqlite3.connect(url.database, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("ROLLBACK")
+            connection.close()
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                connection.rollback()
+    finally:
+        engine.dispose()
+
+
+def app_backends(database_url: str) -> list[dict]:
+    """The app's connections to this PostgreSQL database, as pg_stat_activity sees them."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = (
+                connection.exec_driver_sql(
+                    "SELECT pid, state, wait_event_type FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'webapp' "
+                    "AND pid <> pg_backend_pid()"
+                )
+                .mappings()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    return [dict(row) for row in rows]
+
+
+class Statements(list):
+    """The SQL statements an engine ran, as (statement, parameters), in order.
+
+    Only statements that read or write data are kept: transaction control (BEGIN,
+    SAVEPOINT, RELEASE) differs between backends and between the test fixtures, and
+    is not what "a page costs two statements" is about.
+    """
+
+    DATA = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+
+    def record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith(self.DATA):
+            self.append((statement, parameters))
+
+    def sql(self) -> list[str]:
+        return [statement for statement, _ in self]
+
+
+class Forms:
+    """Posts forms as a browser does: fetch the page, keep its hidden inputs (the
+    CSRF token, the edit form's version), fill in the rest, submit."""
+
+    HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+    def __init__(self, client):
+        self.client = client
+
+    def hidden(self, page: str = "/users/new") -> dict[str, str]:
+        return dict(self.HIDDEN.findall(self.client.get(page).text))
+
+    def token(self, page: str = "/users/new") -> str:
+        return self.hidden(page)["csrf_token"]
+
+    def post(self, path: str, data: dict, page: str = "/users/new", **kwargs):
+        return self.client.post(path, data={**self.hidden(page), **data}, **kwargs)

@@ -1,0 +1,92 @@
+"""Bulk inserts of users, history included: two statements per batch (the users,
+their audit rows), not one per user.
+
+Used by the import (webapp/imports.py) and by `seed-users`. They bypass the
+unit of work, and with it the audit listener, so they record their users'
+history themselves, in the same transaction.
+"""
+
+from datetime import datetime
+from functools import cache
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import Executable, String, bindparam, literal, null, select, true
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session as OrmSession
+
+from ..db import Session
+from ..domain import audit
+from ..domain.audit import AUDITED
+from ..domain.models import User, UTCDateTime, utcnow
+from ..ops import request_id
+from .jsonrows import json_builders, json_rows
+
+
+def insert_users(rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the users of `rows` (valid {name, email} dicts) whose email is new, with
+    their history; return the emails stored.
+
+    One INSERT ... SELECT ... ON CONFLICT (email) DO NOTHING RETURNING, the batch sent
+    as one JSON parameter (see jsonrows). The unique index itself skips emails
+    already taken, by stored users, earlier batches or a concurrent writer: no
+    SELECT beforehand, no race after it. The rows it skipped are the ones missing
+    from RETURNING. Ids follow the order of `rows`: both databases read the JSON
+    array in order and number the rows as they insert them.
+    """
+    session = Session()
+    now = utcnow()  # one stamp for the batch's users and their audit rows
+    inserted = session.connection().execute(_insert_new(session.get_bind().dialect.name), {"users": rows, "now": now})
+    # RETURNING's order is unspecified: sorted, the audit rows follow the users' ids.
+    users = sorted((dict(user) for user in inserted.mappings()), key=lambda user: user["id"])
+    record_bulk_inserts(session, users, now)
+    return {user["email"] for user in users}
+
+
+@cache
+def _insert_new(dialect: str) -> Executable:
+    users = User.__table__  # the table, not the mapped class: no ORM on this path
+    fields = json_rows(dialect, "users", [users.c.name, users.c.email])
+    now = bindparam("now", type_=UTCDateTime)
+    # WHERE true: SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT,
+    # to tell it from a join's ON.
+    rows = select(fields["name"], fields["email"], now, now).where(true())
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert  # each spells its ON CONFLICT
+    return (
+        insert(users)
+        .from_select(["name", "email", "created_at", "updated_at"], rows)
+        .on_conflict_do_nothing(index_elements=[users.c.email])
+        .returning(users.c.id, users.c.name, users.c.email)
+    )
+
+
+def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]], at: datetime) -> None:
+    """Audit rows for users just inserted by a bulk Core statement, which bypasses the
+    flush listener: one dict per user, with its id and the audited fields.
+
+    The users go to the database as one JSON parameter (see jsonrows) and it writes
+    their audit rows itself, in one INSERT ... SELECT, in the order given.
+    """
+    if users:
+        session.connection().execute(
+            _bulk_inserts(session.get_bind().dialect.name),
+            {"users": users, "at": at, "request_id": request_id.current()},
+        )
+
+
+@cache
+def _bulk_inserts(dialect: str) -> Executable:
+    """INSERT INTO audit_log ... SELECT: an insert's audit row per user of the JSON
+    parameter `users`, with the same {field: [null, value]} that record() writes."""
+    users = User.__table__
+    fields = json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)])
+    build_object, build_array = json_builders(dialect)
+    changes = build_object(*chain.from_iterable((literal(name), build_array(null(), fields[name])) for name in AUDITED))
+    rows = select(
+        fields["id"],
+        literal("insert"),
+        changes,
+        bindparam("at", type_=UTCDateTime),
+        bindparam("request_id", type_=String),
+    )
+    return audit.INSERT.from_select(["user_id", "action", "changes", "at", "request_id"], rows)

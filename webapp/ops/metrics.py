@@ -1,0 +1,153 @@
+"""Prometheus metrics and GET /metrics.
+
+Under gunicorn every worker is a process of its own, so prometheus_client runs in
+multiprocess mode: gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before anything
+imports it, each worker writes its values to files there, and /metrics, whichever
+worker answers it, adds up the files of all of them. Without that variable (tests,
+`flask shell`) the metrics are this process's own.
+
+Labels come from fixed sets (the app's endpoints, the standard methods), so no
+client can grow the number of series. The pool gauges are per worker (a `pid`
+label) and are read from the pool once a second, and by the worker that answers
+/metrics right before it does: a request pays nothing for them.
+"""
+
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import Engine, event
+
+from .. import db
+
+# prometheus_client chose its storage when it was imported, by the same variable.
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+REFRESH_SECONDS = 1.0
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+REQUESTS = Counter(
+    "webapp_http_requests", "HTTP requests answered, by endpoint, method and status.", ["endpoint", "method", "status"]
+)
+LATENCY = Histogram(
+    "webapp_http_request_duration_seconds", "Time to answer a request, by endpoint.", ["endpoint", "method"]
+)
+POOL_SIZE = Gauge("webapp_db_pool_size", "Connections the pool keeps (pool_size).", multiprocess_mode="liveall")
+POOL_CHECKED_OUT = Gauge("webapp_db_pool_checked_out", "Connections in use by a request.", multiprocess_mode="liveall")
+POOL_OVERFLOW = Gauge(
+    "webapp_db_pool_overflow", "Connections open beyond pool_size (max_overflow).", multiprocess_mode="liveall"
+)
+SESSIONS_OPENED = Counter("webapp_db_sessions_opened", "Sessions created by the Session() registry.")
+SESSIONS_REMOVED = Counter("webapp_db_sessions_removed", "Sessions removed at the end of a request.")
+
+bp = Blueprint("metrics", __name__)
+_EXTENSION = "webapp.metrics"
+
+
+def init_app(app: Flask) -> None:
+    """Report `app`'s pool and sessions, and serve /metrics."""
+    gauges = app.extensions[_EXTENSION] = PoolGauges(db.get_engine(app))
+    _refresher.watch(gauges)
+    event.listen(gauges.engine, "engine_disposed", gauges.refresh)  # post_fork, preloaded app
+    app.before_request(_refresher.start_once)
+    db.session_opened.connect(_count_opened, weak=False)
+    db.session_removing.connect(_count_removed, weak=False)
+    app.register_blueprint(bp)
+
+
+# (endpoint, method, status) -> (counter, histogram): a labels() lookup takes a lock
+# and builds a key; the set is bounded (endpoints x METHODS x statuses).
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request and its duration."""
+    key = (endpoint, method if method in METHODS else "other", status)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (REQUESTS.labels(key[0], key[1], str(status)), LATENCY.labels(key[0], key[1]))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Every worker's metrics, in the text format the scraper asks for."""
+    current_app.extensions[_EXTENSION].refresh()
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encoder(registry), content_type=content_type)
+
+
+class PoolGauges:
+    """Sets the pool gauges from the engine's pool as it is now."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()  # read and write as one step, or a stale value may win
+        self.refresh()
+
+    def refresh(self, *args: Any, **kwargs: Any) -> None:
+        pool: Any = self.engine.pool
+        with self.lock:
+            POOL_SIZE.set(pool.size())
+            POOL_CHECKED_OUT.set(pool.checkedout())
+            POOL_OVERFLOW.set(max(pool.overflow(), 0))
+
+
+class _Refresher:
+    """Refreshes the process's pool gauges once a second, in a daemon thread.
+
+    Started by the first request a process serves: the gunicorn master of a
+    preloaded app serves none, and a thread running in it would not survive the
+    fork anyway (so a forked child starts its own). A process serves one app; where
+    several are built (tests), the gauges follow the one built last.
+    """
+
+    def __init__(self) -> None:
+        self.gauges: weakref.ref[PoolGauges] | None = None
+        self.started = False
+        self.lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget_thread)
+
+    def watch(self, gauges: PoolGauges) -> None:
+        self.gauges = weakref.ref(gauges)  # an app thrown away is not kept alive for its gauges
+
+    def start_once(self) -> None:
+        if self.started:
+            return
+        with self.lock:
+            if not self.started:
+                threading.Thread(target=self._run, name="pool-gauges", daemon=True).start()
+                self.started = True
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(REFRESH_SECONDS)
+            gauges = self.gauges() if self.gauges else None
+            if gauges is not None:
+                gauges.refresh()
+
+    def _forget_thread(self) -> None:
+        self.started = False
+        self.lock = threading.Lock()
+
+
+_refresher = _Refresher()
+
+
+def _count_opened(sender: Any, **extra: Any) -> None:
+    SESSIONS_OPENED.inc()
+
+
+def _count_removed(sender: Any, **extra: Any) -> None:
+    SESSIONS_REMOVED.inc()
