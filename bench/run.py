@@ -41,7 +41,7 @@ def scenarios(database_url: str, backend: str) -> list[Scenario]:
 
 
 def measure(url: str, backend: str, names: list[str], args, work: Path) -> dict[str, dict[str, Result]]:
-    plan = scenarios(url, backend)
+    plan = [s for s in scenarios(url, backend) if not args.scenarios or s.name in args.scenarios.split(",")]
     results = {}
     with harness.servers({name: PEERS[name] for name in names}, url, work) as servers:
         for scenario in plan:
@@ -72,6 +72,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000, help="users seeded before the runs")
     parser.add_argument("--only", choices=["pg", "sqlite"], help="one backend only")
     parser.add_argument("--servers", default="app,fsa,floor", help="which of app,fsa,floor to run (app first)")
+    parser.add_argument("--scenarios", help="a comma-separated subset, e.g. get-by-id,create")
     harness.add_load_options(parser, seconds=8, rounds="rounds per scenario, each server once a round")
     args = parser.parse_args()
     names = args.servers.split(",")

@@ -44,7 +44,7 @@ def test_a_database_restart_under_load_is_quick_503s_then_no_errors_soon_after(s
         return replies
 
     results = []
-    load = threading.Thread(target=lambda: results.extend(run_clients(8, 8, 6000, client)))
+    load = threading.Thread(target=lambda: results.extend(run_clients(8, 8, 40_000, client)))
     load.start()
     time.sleep(1.5)
     stopping = time.monotonic()

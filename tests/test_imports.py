@@ -9,9 +9,9 @@ import pytest
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+from webapp import db
 from webapp.bulk import imports
 from webapp.bulk.imports import BATCH_SIZE
-from webapp.db import session_opened
 
 from helpers import assert_problem
 
@@ -91,14 +91,12 @@ def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
 
 
 @pytest.mark.parametrize("tail", [b"", "Jos\u00e9,jose@example.com\n".encode("latin-1")], ids=["good", "unreadable"])
-def test_only_the_callers_thread_uses_the_session_and_no_thread_outlives_the_import(app, client, tail):
+def test_only_the_callers_thread_uses_the_session_and_no_thread_outlives_the_import(app, client, tail, monkeypatch):
     # 30 kB, so that an unreadable tail is found batches after the import began.
     body = csv_body(*[f"User {n},user{n}@example.com" for n in range(1000)]) + tail
     threads = []
-    with (
-        app.test_request_context(),
-        session_opened.connected_to(lambda session: threads.append(threading.current_thread())),
-    ):
+    monkeypatch.setattr(db, "session_opened", [lambda session: threads.append(threading.current_thread())])
+    with app.test_request_context():
         try:
             report = imports.import_users(imports.read_csv(io.BytesIO(body)), batch_size=100)
         except imports.ImportFileError as error:

@@ -3,17 +3,17 @@
 from typing import Any
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 
 import config
 
 from . import api, cli, db, errors, pages, security
 from .api import openapi
 from .domain import audit
-from .ops import health, metrics, observability, request_id, session_events
+from .ops import health, metrics, observability, session_events
 from .routing import IdConverter
+from .security import csrf
 
-csrf = CSRFProtect()
+__all__ = ["create_app", "csrf"]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -26,17 +26,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     audit.init_app(app)
     session_events.init_app(app)
-    request_id.init_app(app)
     metrics.init_app(app)
-    observability.init_app(app)  # before CSRF, so that a refused request is reported too
+    observability.init_app(app)
     cli.init_app(app)
     errors.init_app(app)
     security.init_app(app)
-
-    # The JSON API accepts only application/json bodies, which a cross-site form
-    # cannot send without a CORS preflight we never grant; the pages need tokens.
-    csrf.init_app(app)
-    csrf.exempt(api.bp)
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from blinker import Namespace
 from flask import Flask, current_app, g, has_app_context, has_request_context, request
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
@@ -46,10 +45,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # a stream read as it arrives (a CSV upload) cannot be read twice.
 _REPLAYABLE_BODIES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
 
-# Announced for observers (webapp/ops): a session opened, a session about to be removed.
-_signals = Namespace()
-session_opened = _signals.signal("session-opened")
-session_removing = _signals.signal("session-removing")
+# Observers (webapp/ops) of sessions opened and about to be removed: plain lists of
+# callables taking the session, since they run on every request.
+session_opened: list[Callable[[OrmSession], None]] = []
+session_removing: list[Callable[[OrmSession], None]] = []
 
 NO_CONTEXT = (
     "Session() was called outside an application context, so there is no app to "
@@ -115,7 +114,8 @@ class _PerThreadPerApp(ScopedRegistry[AppSession]):
         if session is None:
             session = sessions[app] = self.createfunc()
             setattr(g, _OWNER, session)  # this context opened it: its teardown removes it
-            session_opened.send(session)
+            for observer in session_opened:
+                observer(session)
         return session
 
     def has(self) -> bool:
@@ -174,7 +174,8 @@ def remove_session(exc: BaseException | None = None) -> None:
 
 def _discard() -> None:
     session = Session.registry()
-    session_removing.send(session)
+    for observer in session_removing:
+        observer(session)
     try:
         session.close()
     except DBAPIError as error:

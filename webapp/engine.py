@@ -66,7 +66,7 @@ def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
     elif url.get_backend_name() == "postgresql":
         # Connections killed by a server restart or an idle cut-off are replaced
         # before a request sees them: with DB_PING_AFTER_IDLE > 0 (the default),
-        # those that sat idle in the pool that long are pinged (_ping_idle_connections);
+        # those that sat idle in the pool that long are pinged (_configure_postgresql);
         # with 0, pool_pre_ping pings every checkout, a round trip per request.
         options["pool_pre_ping"] = not config["DB_PING_AFTER_IDLE"]
         options["pool_recycle"] = config["DB_POOL_RECYCLE"]
@@ -95,9 +95,7 @@ def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Eng
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, config["SQLITE_BUSY_TIMEOUT_MS"])
     elif url.get_backend_name() == "postgresql":
-        _autocommit_on_request(engine)
-        if config["DB_PING_AFTER_IDLE"]:
-            _ping_idle_connections(engine, config["DB_PING_AFTER_IDLE"])
+        _configure_postgresql(engine, config["DB_PING_AFTER_IDLE"])
     return engine
 
 
@@ -107,14 +105,22 @@ def autocommit_engine(engine: Engine) -> Engine:
     return engine.execution_options(**{_NO_BEGIN: True})
 
 
-def _autocommit_on_request(engine: Engine) -> None:
-    """psycopg2 sends BEGIN before a connection's first statement unless it is in
-    autocommit mode, a client-side flag: set it for autocommit_engine's
-    transactions, clear it when the connection goes back to the pool.
+def _configure_postgresql(engine: Engine, ping_after_idle: float) -> None:
+    """Autocommit for autocommit_engine's transactions, and a ping before use for
+    a connection that sat idle in the pool (DB_PING_AFTER_IDLE seconds or more).
 
-    (SQLAlchemy's own isolation_level="AUTOCOMMIT" does the same, but resets the
-    level by a call that can fail on a connection the server closed, and then never
-    returns the connection to the pool.)
+    psycopg2 sends BEGIN before a connection's first statement unless it is in
+    autocommit mode, a client-side flag: we set it when such a transaction begins
+    and clear it when the connection goes back to the pool. (SQLAlchemy's own
+    isolation_level="AUTOCOMMIT" does the same, but resets the level by a call that
+    can fail on a connection the server closed, and then never returns the
+    connection to the pool.)
+
+    A restart or an idle cut-off kills connections while they wait in the pool; a
+    dead one found by the ping is replaced before the request sees it. A connection
+    back in the pool for less than that was alive a moment ago, and under load that
+    is every connection: pinging it would add a round trip to every request. One
+    that dies anyway under a request costs that request one more try (webapp.db).
     """
 
     @event.listens_for(engine, "begin")
@@ -123,30 +129,18 @@ def _autocommit_on_request(engine: Engine) -> None:
             connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
 
     @event.listens_for(engine, "reset")
-    def on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+    def on_return(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
         if dbapi_connection.autocommit:
             dbapi_connection.autocommit = False
-
-
-def _ping_idle_connections(engine: Engine, after_idle: float) -> None:
-    """Ping a pooled connection before use if it sat idle `after_idle` seconds or more.
-
-    A restart or an idle cut-off kills connections while they wait in the pool;
-    a dead one found by the ping is replaced before the request sees it. A
-    connection back in the pool for less than that was alive a moment ago, and
-    under load that is every connection: pinging it would add a round trip to
-    every request. A connection that dies anyway under a request costs that
-    request one more try (webapp.db), not an error.
-    """
-
-    @event.listens_for(engine, "checkin")
-    def on_checkin(dbapi_connection: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
+
+    if not ping_after_idle:
+        return  # pool_pre_ping pings every checkout
 
     @event.listens_for(engine, "checkout")
     def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         idle_since = record.info.get("idle_since")
-        if idle_since is None or time.monotonic() - idle_since < after_idle:
+        if idle_since is None or time.monotonic() - idle_since < ping_after_idle:
             return  # new, or back in the pool a moment ago
         try:
             engine.dialect.do_ping(dbapi_connection)

@@ -1,11 +1,21 @@
-"""Security headers, on every response: pages, JSON, errors and static files alike.
+"""Security headers on every response, CSRF tokens for the pages, and cookie
+sessions opened only when sent.
 
 The pages use no inline script or style, so the Content-Security-Policy allows
 nothing but this origin, and no page may be framed. HSTS only where the config
-says the app is served over TLS (production).
+says the app is served over TLS (production). CSRF tokens are checked on the
+pages' forms only: the JSON API accepts only application/json bodies, which a
+cross-site form cannot send, nor a cross-site script without a CORS preflight
+this app never grants.
 """
 
-from flask import Flask, Response
+from typing import Any
+
+from flask import Blueprint, Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFProtect
+
+csrf = CSRFProtect()
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -26,12 +36,43 @@ HEADERS = {
 }
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, without the signing machinery for a request
+    that brings no cookie (every API call): an empty session is all it can have."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
+def protect_forms(bp: Blueprint) -> None:
+    """Check the CSRF token of every unsafe request to `bp`'s routes."""
+    bp.before_request(csrf.protect)
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = CookieSessions()
+    # Checked where forms are (protect_forms), not by a hook on every request.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf.init_app(app)
     headers = dict(HEADERS)
     if app.config["HSTS_SECONDS"]:
         headers["Strict-Transport-Security"] = f"max-age={app.config['HSTS_SECONDS']}; includeSubDomains"
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, list(headers.items()))  # type: ignore[method-assign]
 
-    @app.after_request
-    def add_security_headers(response: Response) -> Response:
-        response.headers.update(headers)
-        return response
+
+class SecurityHeaders:
+    """WSGI middleware adding `headers` to every response, errors included: appended
+    as the response starts, the cheapest place (no view sets any of them)."""
+
+    def __init__(self, wsgi_app: Any, headers: list[tuple[str, str]]) -> None:
+        self.wsgi_app = wsgi_app
+        self.headers = headers
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def with_headers(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers.extend(self.headers)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, with_headers)

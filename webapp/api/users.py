@@ -1,15 +1,17 @@
-"""The JSON API under /api. Errors are answered by errors.py as problem JSON.
+"""The users resource of the JSON API: list, create, read, replace, update, delete,
+history, export and import. Errors are answered by webapp/errors.py as problem JSON.
 
-Every user response carries an ETag made of the user's id and version. Writes
-honour If-Match (412 when stale); reads honour If-None-Match (304).
+Every user response carries an ETag made of the user's id and version; writes
+honour If-Match (412 when stale), reads If-None-Match (304): see conditional.py.
 """
+
+from typing import Any
 
 from flask import Response, jsonify, request, url_for
 from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
 from ..bulk import exports, imports
 from ..domain import audit, users
-from ..domain.models import User
 from ..domain.schemas import (
     audit_page_schema,
     encode_cursor,
@@ -23,30 +25,15 @@ from ..domain.schemas import (
 )
 from ..errors import problem
 from . import bp
+from .conditional import etag, expected_versions, not_modified
 
 
-def etag(user: User) -> str:
-    return f"{user.id}.{user.version}"
-
-
-def user_response(user: User, status: int = 200) -> Response:
-    response = jsonify(user_schema.dump(user))
+def user_response(user: Any, status: int = 200) -> Response:
+    """The user (a User, or a row of its columns) as JSON, with its ETag."""
+    response = jsonify(user_schema.dump(getattr(user, "_mapping", user)))
     response.status_code = status
-    response.set_etag(etag(user))
+    response.set_etag(etag(user.id, user.version))
     return response
-
-
-def expected_versions(user_id: int) -> set[int] | None:
-    """The versions If-Match accepts for this user; None when the write is unconditional
-    (no If-Match, or `*`). A tag for another user or of another form matches nothing."""
-    if not request.if_match or request.if_match.star_tag:
-        return None
-    versions = set()
-    for tag in request.if_match.as_set():
-        tag_id, _, version = (tag or "").partition(".")  # werkzeug reads `If-Match: ""` as None
-        if tag_id == str(user_id) and version.isdigit():
-            versions.add(int(version))
-    return versions
 
 
 @bp.get("/users")
@@ -67,7 +54,7 @@ def list_users() -> Response:
     response = jsonify(
         user_page_schema.dump(
             {
-                "items": page.items,
+                "items": [user._mapping for user in page.items],
                 "page": page.page,
                 "per_page": page.per_page,
                 "total": page.total,
@@ -91,7 +78,8 @@ def create_user() -> Response:
 
 @bp.get("/users/<id:user_id>")
 def get_user(user_id: int) -> Response:
-    return user_response(users.get_user(user_id)).make_conditional(request)
+    user = users.read_user(user_id)
+    return not_modified(etag(user.id, user.version)) or user_response(user)
 
 
 @bp.put("/users/<id:user_id>")

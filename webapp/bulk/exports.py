@@ -11,13 +11,15 @@ session live until the stream ends or the client goes away; teardown removes it.
 import csv
 import io
 from collections.abc import Iterator
+from functools import cache
+from typing import Any
 
 from flask import Response, stream_with_context
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from ..db import Session
 from ..domain.models import User
-from ..domain.users import matching
+from ..domain.users import matching, search_pattern
 
 COLUMNS = ("id", "name", "email", "created_at", "updated_at")
 CHUNK = 1000
@@ -44,17 +46,29 @@ def csv_lines(q: str = "") -> Iterator[str]:
         return buffer.getvalue()
 
     yield line(COLUMNS)
-    # Plain rows of the five columns: an ORM object per row would be built only to be read once.
-    query = matching(select(*(getattr(User, column) for column in COLUMNS)), q).order_by(User.id).limit(CHUNK)
-    after = 0
+    chunk = _chunk(bool(q))
+    params = {"pattern": search_pattern(q), "after": 0, "limit": CHUNK}
     while True:
-        rows = Session().execute(query.where(User.id > after)).all()
+        rows = Session().execute(chunk, params).all()
         Session().close()  # the connection goes back to the pool while the client reads
         for row in rows:
             yield line(map(safe_cell, row))
         if len(rows) < CHUNK:
             return
-        after = rows[-1].id
+        params["after"] = rows[-1].id
+
+
+@cache
+def _chunk(searching: bool) -> Select[Any]:
+    # Plain rows of the five columns: an ORM object per row would be built only to be read once.
+    users = User.__table__
+    return (
+        select(*(users.c[column] for column in COLUMNS))
+        .where(matching("searching" if searching else ""))
+        .where(users.c.id > bindparam("after"))
+        .order_by(users.c.id)
+        .limit(bindparam("limit"))
+    )
 
 
 def csv_response(q: str = "") -> Response:

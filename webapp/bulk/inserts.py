@@ -8,10 +8,9 @@ history themselves, in the same transaction.
 
 from datetime import datetime
 from functools import cache
-from itertools import chain
 from typing import Any
 
-from sqlalchemy import Executable, String, bindparam, literal, null, select, true
+from sqlalchemy import Executable, bindparam, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
@@ -20,7 +19,7 @@ from ..domain import audit
 from ..domain.audit import AUDITED
 from ..domain.models import User, UTCDateTime, utcnow
 from ..ops import request_id
-from .jsonrows import json_builders, json_rows
+from .jsonrows import json_rows
 
 
 def insert_users(rows: list[dict[str, Any]]) -> set[str]:
@@ -68,25 +67,11 @@ def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]], at: da
     their audit rows itself, in one INSERT ... SELECT, in the order given.
     """
     if users:
-        session.connection().execute(
-            _bulk_inserts(session.get_bind().dialect.name),
-            {"users": users, "at": at, "request_id": request_id.current()},
-        )
+        statement = _audit_rows(session.get_bind().dialect.name)
+        session.connection().execute(statement, {"users": users, "at": at, "request_id": request_id.current()})
 
 
 @cache
-def _bulk_inserts(dialect: str) -> Executable:
-    """INSERT INTO audit_log ... SELECT: an insert's audit row per user of the JSON
-    parameter `users`, with the same {field: [null, value]} that record() writes."""
+def _audit_rows(dialect: str) -> Executable:
     users = User.__table__
-    fields = json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)])
-    build_object, build_array = json_builders(dialect)
-    changes = build_object(*chain.from_iterable((literal(name), build_array(null(), fields[name])) for name in AUDITED))
-    rows = select(
-        fields["id"],
-        literal("insert"),
-        changes,
-        bindparam("at", type_=UTCDateTime),
-        bindparam("request_id", type_=String),
-    )
-    return audit.INSERT.from_select(["user_id", "action", "changes", "at", "request_id"], rows)
+    return audit.inserted(dialect, json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)]))

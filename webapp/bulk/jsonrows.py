@@ -5,21 +5,13 @@ a placeholder for each, the driver quotes each, the database parses each. Sent
 as one JSON array, a batch is one parameter whatever its size, the SQL text
 never changes (so it is compiled and cached once), and the database turns the
 array back into rows with json_to_recordset (PostgreSQL) or json_each (SQLite),
-for an INSERT ... SELECT to read from. The functions that build JSON in SQL
-differ by name between the two as well: json_builders.
+for an INSERT ... SELECT to read from.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Column, ColumnElement, bindparam, column, func
-
-
-def json_builders(dialect: str) -> tuple[Any, Any]:
-    """The SQL functions that build a JSON object and a JSON array: (object, array)."""
-    if dialect == "postgresql":
-        return func.json_build_object, func.json_build_array
-    return func.json_object, func.json_array
 
 
 def json_rows(dialect: str, parameter: str, columns: Sequence[Column[Any]]) -> dict[str, ColumnElement[Any]]:

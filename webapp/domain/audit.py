@@ -1,21 +1,24 @@
 """The history of every user: one audit row per insert, update and delete.
 
-Rows are written by a session event in the same transaction as the change, so a
-rolled-back change leaves no row and a committed one always has one. Writes that
-bypass the unit of work (webapp/bulk/inserts.py) write their rows themselves.
+Rows are written in the same transaction as the change, so a rolled-back change
+leaves no row and a committed one always has one: by a session event for changes
+made through the unit of work (updates, deletes), and by the database itself for
+inserts written as Core statements (`inserted`: a create, the bulk insert).
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event, func, insert, inspect, select
+from sqlalchemy import ColumnElement, Insert, String, bindparam, event, func, insert, inspect, literal, null, select
 from sqlalchemy.orm import Session as OrmSession
 
 from ..db import Session
 from ..ops import request_id
-from .models import AuditEntry, User, utcnow
-from .users import Page
+from .models import AuditEntry, User, UTCDateTime, utcnow
+from .paging import Page
 
 AUDITED = ("name", "email")
 
@@ -30,14 +33,39 @@ def init_app(app: Flask) -> None:
 INSERT = insert(AuditEntry.__table__)
 
 
-def record(session: OrmSession, action: str, entries: Iterable[tuple[int, dict[str, list[Any]]]]) -> None:
+def record(
+    session: OrmSession, action: str, entries: Iterable[tuple[int, dict[str, list[Any]]]], at: datetime | None = None
+) -> None:
     """Write audit rows for (user id, {field: [old, new]}) pairs in the session's transaction."""
     rows = [{"user_id": user_id, "action": action, "changes": changes} for user_id, changes in entries]
     if rows:
-        at, rid = utcnow(), request_id.current()
+        at, rid = at or utcnow(), request_id.current()
         for row in rows:
             row["at"], row["request_id"] = at, rid
         session.connection().execute(INSERT, rows)
+
+
+def inserted(dialect: str, users: Mapping[str, ColumnElement[Any]]) -> Insert:
+    """INSERT INTO audit_log ... SELECT: an insert's audit row for each user that
+    `users` (its id, name and email columns, from any FROM) yields, with the same
+    {field: [null, value]} as `record` writes; `at` and `request_id` are bound later."""
+    build_object, build_array = _json_builders(dialect)
+    changes = build_object(*chain.from_iterable((literal(name), build_array(null(), users[name])) for name in AUDITED))
+    rows = select(
+        users["id"],
+        literal("insert"),
+        changes,
+        bindparam("at", type_=UTCDateTime),
+        bindparam("request_id", type_=String),
+    )
+    return INSERT.from_select(["user_id", "action", "changes", "at", "request_id"], rows)
+
+
+def _json_builders(dialect: str) -> tuple[Any, Any]:
+    """The SQL functions that build a JSON object and a JSON array, by their names there."""
+    if dialect == "postgresql":
+        return func.json_build_object, func.json_build_array
+    return func.json_object, func.json_array
 
 
 def _after_flush(session: OrmSession, flush_context: Any) -> None:

@@ -19,7 +19,7 @@ import weakref
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, event
@@ -28,6 +28,25 @@ from .. import db
 
 # prometheus_client chose its storage when it was imported, by the same variable.
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+class _Pid:
+    """This process's id, asked of the kernel at start and after a fork only:
+    prometheus_client otherwise calls getpid() on every update of every value."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+        os.register_at_fork(after_in_child=self.refresh)
+
+    def refresh(self) -> None:
+        self.value = os.getpid()
+
+    def __call__(self) -> int:
+        return self.value
+
+
+if MULTIPROCESS:  # before the metrics below are made, so that they use it
+    values.ValueClass = values.MultiProcessValue(_Pid())
 REFRESH_SECONDS = 1.0
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -54,9 +73,9 @@ def init_app(app: Flask) -> None:
     gauges = app.extensions[_EXTENSION] = PoolGauges(db.get_engine(app))
     _refresher.watch(gauges)
     event.listen(gauges.engine, "engine_disposed", gauges.refresh)  # post_fork, preloaded app
-    app.before_request(_refresher.start_once)
-    db.session_opened.connect(_count_opened, weak=False)
-    db.session_removing.connect(_count_removed, weak=False)
+    for observers, count in ((db.session_opened, _count_opened), (db.session_removing, _count_removed)):
+        if count not in observers:
+            observers.append(count)
     app.register_blueprint(bp)
 
 
@@ -67,6 +86,7 @@ _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
     """Count one answered request and its duration."""
+    _refresher.start_once()
     key = (endpoint, method if method in METHODS else "other", status)
     children = _children.get(key)
     if children is None:
@@ -107,7 +127,7 @@ class PoolGauges:
 class _Refresher:
     """Refreshes the process's pool gauges once a second, in a daemon thread.
 
-    Started by the first request a process serves: the gunicorn master of a
+    Started by the first request a process answers: the gunicorn master of a
     preloaded app serves none, and a thread running in it would not survive the
     fork anyway (so a forked child starts its own). A process serves one app; where
     several are built (tests), the gauges follow the one built last.
@@ -145,9 +165,9 @@ class _Refresher:
 _refresher = _Refresher()
 
 
-def _count_opened(sender: Any, **extra: Any) -> None:
+def _count_opened(session: Any) -> None:
     SESSIONS_OPENED.inc()
 
 
-def _count_removed(sender: Any, **extra: Any) -> None:
+def _count_removed(session: Any) -> None:
     SESSIONS_REMOVED.inc()

@@ -1,26 +1,37 @@
 """What every request reports about itself.
 
+* `X-Request-ID`: the caller's or a fresh one (request_id.py), on every response;
 * `Server-Timing: db;dur=<ms>;desc="<n> queries"`: the statements this request
   sent and the time spent in them, counted by an engine event;
-* one log line, on the `webapp.requests` logger: request id (webapp/request_id.py,
-  which also echoes it as X-Request-ID), method, path, status, duration and query
-  count, so that a client's report can be found in the logs;
-* the request counter and latency histogram of webapp/metrics.py.
+* one log line, on the `webapp.requests` logger: request id, method, path, status,
+  duration and query count, so that a client's report can be found in the logs;
+* the request counter and latency histogram of metrics.py.
+
+All of it is one WSGI middleware around the Flask app rather than Flask hooks: it
+sees every request, those Flask refuses before any hook runs included, and costs a
+fraction of what a chain of before/after_request hooks does on every request. A
+request is reported when its response is ready to send (a streamed body's
+statements are not counted: its headers are gone by then).
 """
 
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from flask import Flask, Response, g, has_app_context, request
+from flask import Flask, Response, request
 from sqlalchemy import event
 
 from .. import db
 from . import metrics, request_id
 
 log = logging.getLogger("webapp.requests")
+
+StartResponse = Callable[..., Any]
+_ENDPOINT = "webapp.endpoint"
 
 
 @dataclass
@@ -29,6 +40,12 @@ class RequestStats:
     queries: int = 0
     db_seconds: float = 0.0
     statement_started: float = 0.0
+    status: int = 500  # until the app starts its response
+    answered_queries: int = 0  # as Server-Timing told the client (teardown's savepoint release is not)
+
+
+# The request this thread is serving, for the statement listeners.
+_current = threading.local()
 
 
 def init_app(app: Flask) -> None:
@@ -37,48 +54,66 @@ def init_app(app: Flask) -> None:
     event.listen(engine, "before_cursor_execute", _statement_started)
     event.listen(engine, "after_cursor_execute", _statement_ended)
     event.listen(engine, "handle_error", _statement_ended)  # a failed statement took time too
-    app.before_request(_start_request)
-    app.after_request(_report_request)
+    app.wsgi_app = RequestReport(app.wsgi_app)  # type: ignore[method-assign]
+    app.after_request(_note_endpoint)
 
 
-def _start_request() -> None:
-    g.request_stats = RequestStats(started=time.perf_counter())
-
-
-def _report_request(response: Response) -> Response:
-    stats = _current_stats()
-    if stats is None:  # a request stopped before our before_request ran
-        _start_request()
-        stats = g.request_stats
-    seconds = time.perf_counter() - stats.started
-    endpoint = request.endpoint or "unmatched"
-    response.headers.add("Server-Timing", f'db;dur={stats.db_seconds * 1000:.1f};desc="{stats.queries} queries"')
-    metrics.observe_request(endpoint, request.method, response.status_code, seconds)
-    log.info(
-        "request_id=%s method=%s path=%s status=%d duration_ms=%.1f queries=%d",
-        request_id.current(),
-        request.method,
-        quote(request.path),
-        response.status_code,
-        seconds * 1000,
-        stats.queries,
-    )
+def _note_endpoint(response: Response) -> Response:
+    # Flask forgets the request when it ends; the middleware reports after that.
+    request.environ[_ENDPOINT] = request.endpoint
     return response
 
 
-def _current_stats() -> RequestStats | None:
-    return g.get("request_stats") if has_app_context() else None
+class RequestReport:
+    """The WSGI middleware: tags, times, counts and reports each request."""
+
+    def __init__(self, wsgi_app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        stats = RequestStats(started=time.perf_counter())
+        rid = request_id.assign(environ)
+        outer = getattr(_current, "stats", None)  # a request made from inside a request (tests)
+        _current.stats = stats
+
+        def report_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            stats.status, stats.answered_queries = int(status[:3]), stats.queries
+            headers.append((request_id.HEADER, rid))
+            headers.append(("Server-Timing", f'db;dur={stats.db_seconds * 1000:.1f};desc="{stats.queries} queries"'))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.wsgi_app(environ, report_start)
+        finally:  # an exception let through (debug, tests) is reported as the 500 it becomes
+            _current.stats = outer
+            self.report(environ, stats, rid)
+
+    @staticmethod
+    def report(environ: dict[str, Any], stats: RequestStats, rid: str) -> None:
+        seconds = time.perf_counter() - stats.started
+        method = environ.get("REQUEST_METHOD", "")
+        metrics.observe_request(environ.get(_ENDPOINT) or "unmatched", method, stats.status, seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request_id=%s method=%s path=%s status=%d duration_ms=%.1f queries=%d",
+                rid,
+                quote(method),
+                quote(environ.get("PATH_INFO", "").encode("latin-1")),
+                stats.status,
+                seconds * 1000,
+                stats.answered_queries,
+            )
 
 
 def _statement_started(*args: Any) -> None:
-    stats = _current_stats()
+    stats = getattr(_current, "stats", None)
     if stats is not None:
         stats.queries += 1
         stats.statement_started = time.perf_counter()
 
 
 def _statement_ended(*args: Any) -> None:
-    stats = _current_stats()
+    stats = getattr(_current, "stats", None)
     if stats is not None and stats.statement_started:
         stats.db_seconds += time.perf_counter() - stats.statement_started
         stats.statement_started = 0.0

@@ -1,14 +1,17 @@
 """A request id for every request: the caller's X-Request-ID if it sent a sane one,
-else a fresh one. It is echoed in the response and stamped on audit rows and logs."""
+else a fresh one. It is echoed in the response (observability.py) and stamped on
+audit rows and log lines."""
 
 import itertools
 import os
 import re
 import secrets
+from typing import Any
 
-from flask import Flask, Response, g, has_app_context, has_request_context, request
+from flask import has_request_context, request
 
 HEADER = "X-Request-ID"
+_ENVIRON_KEY = "webapp.request_id"
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -31,26 +34,16 @@ class _Ids:
 _ids = _Ids()
 
 
-def init_app(app: Flask) -> None:
-    app.after_request(_echo)
-
-
-def current() -> str | None:
-    """This request's id, made on first use; None outside a request (CLI commands).
-    Still known in teardown, after the request context itself has gone."""
-    if not has_app_context():
-        return None
-    rid = g.get("request_id")
-    if rid is None and has_request_context():
-        # Kept in the WSGI environ too, so that an app context pushed inside the
-        # request (which has a g of its own) finds the same id.
-        sent = request.headers.get(HEADER, "")
-        rid = g.request_id = request.environ.setdefault(
-            "webapp.request_id", sent if _SANE.fullmatch(sent) else _ids.next()
-        )
+def assign(environ: dict[str, Any]) -> str:
+    """The id of the request `environ` describes, kept in it: an app context pushed
+    inside the request, with a g of its own, finds the same one."""
+    rid: str | None = environ.get(_ENVIRON_KEY)
+    if rid is None:
+        sent = environ.get("HTTP_X_REQUEST_ID", "")
+        rid = environ[_ENVIRON_KEY] = sent if _SANE.fullmatch(sent) else _ids.next()
     return rid
 
 
-def _echo(response: Response) -> Response:
-    response.headers[HEADER] = current()
-    return response
+def current() -> str | None:
+    """This request's id; None outside a request (CLI commands)."""
+    return assign(request.environ) if has_request_context() else None

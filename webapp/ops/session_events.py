@@ -26,27 +26,30 @@ def init_app(app: Flask) -> None:
     for event_name, listener in _EVENTS.items():
         if not event.contains(db.AppSession, event_name, listener):
             event.listen(db.AppSession, event_name, listener)
-    db.session_removing.connect(_removing)
+    if _removing not in db.session_removing:
+        db.session_removing.append(_removing)
 
 
-def _log(name: str) -> None:
-    log.info("%-8s thread=%s request=%s", name, threading.current_thread().name, request_id.current() or "-")
+def _log(name: str, session: Any) -> None:
+    # Kept on the session: teardown, which removes it, runs after the request context has gone.
+    rid = session.info.setdefault("request_id", request_id.current())
+    log.info("%-8s thread=%s request=%s", name, threading.current_thread().name, rid or "-")
 
 
-def _began(*args: Any) -> None:
-    _log("begin")
+def _began(session: Any, *args: Any) -> None:
+    _log("begin", session)
 
 
-def _committed(*args: Any) -> None:
-    _log("commit")
+def _committed(session: Any, *args: Any) -> None:
+    _log("commit", session)
 
 
-def _rolled_back(*args: Any) -> None:
-    _log("rollback")
+def _rolled_back(session: Any, *args: Any) -> None:
+    _log("rollback", session)
 
 
-def _removing(sender: Any, **extra: Any) -> None:
-    _log("remove")
+def _removing(session: Any) -> None:
+    _log("remove", session)
 
 
 _EVENTS = {"after_begin": _began, "after_commit": _committed, "after_rollback": _rolled_back}
