@@ -70,8 +70,8 @@ class Binds:
 class AppSession(OrmSession):
     """A session bound to the app it was opened for, read-only in safe-method requests."""
 
-    def __init__(self, **options: Any) -> None:
-        binds: Binds = current_app.extensions[_EXTENSION]
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        binds: Binds = (app or current_app).extensions[_EXTENSION]
         # Decided once, when the request opens its session: a GET never writes.
         self.read_only = has_request_context() and request.method in SAFE_METHODS
         if binds.override is not None:
@@ -106,30 +106,33 @@ class _PerThreadPerApp(ScopedRegistry[AppSession]):
             return sessions
 
     def __call__(self) -> AppSession:
-        if not has_app_context():
-            raise RuntimeError(NO_CONTEXT)
+        app = _current_app()
         sessions = self._sessions()
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
         session = sessions.get(app)
         if session is None:
-            session = sessions[app] = self.createfunc()
+            session = sessions[app] = self.createfunc(app=app)  # type: ignore[call-arg]
             setattr(g, _OWNER, session)  # this context opened it: its teardown removes it
             for observer in session_opened:
                 observer(session)
         return session
 
     def has(self) -> bool:
-        return has_app_context() and current_app._get_current_object() in self._sessions()  # type: ignore[attr-defined]
+        return has_app_context() and _current_app() in self._sessions()
 
     def set(self, obj: AppSession) -> None:
-        if not has_app_context():
-            raise RuntimeError(NO_CONTEXT)
-        self._sessions()[current_app._get_current_object()] = obj  # type: ignore[attr-defined]
+        self._sessions()[_current_app()] = obj
         setattr(g, _OWNER, obj)
 
     def clear(self) -> None:
         if has_app_context():
-            self._sessions().pop(current_app._get_current_object(), None)  # type: ignore[attr-defined]
+            self._sessions().pop(_current_app(), None)
+
+
+def _current_app() -> Flask:
+    try:
+        return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+    except RuntimeError:  # no application context
+        raise RuntimeError(NO_CONTEXT) from None
 
 
 # The registry. Session() returns this thread's session for the current app;

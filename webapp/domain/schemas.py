@@ -51,6 +51,14 @@ class UserSchema(Schema):
     class Meta:
         unknown = RAISE
 
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        # Dumped from rows (mappings) on every read and list, from User objects
+        # after a write: one lookup, instead of marshmallow's general search.
+        try:
+            return obj[attr]
+        except TypeError:
+            return getattr(obj, attr, default)
+
     id = fields.Integer(dump_only=True)
     name = TrimmedString(
         required=True,
@@ -186,7 +194,7 @@ class ImportReportSchema(Schema):
 class UserPageSchema(Schema):
     """One page of a user list (a users.Page)."""
 
-    items = fields.List(fields.Nested(UserSchema), required=True)
+    items = fields.Nested(UserSchema, many=True, required=True)
     page = fields.Integer(
         required=True, allow_none=True, metadata={"description": "null for a page reached by cursor."}
     )

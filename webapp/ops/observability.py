@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from flask import Flask, Response, request
+from flask import Flask, has_request_context, request
 from sqlalchemy import event
 
 from .. import db
@@ -31,7 +31,6 @@ from . import metrics, request_id
 log = logging.getLogger("webapp.requests")
 
 StartResponse = Callable[..., Any]
-_ENDPOINT = "webapp.endpoint"
 
 
 @dataclass
@@ -41,6 +40,7 @@ class RequestStats:
     db_seconds: float = 0.0
     statement_started: float = 0.0
     status: int = 500  # until the app starts its response
+    endpoint: str | None = None
     answered_queries: int = 0  # as Server-Timing told the client (teardown's savepoint release is not)
 
 
@@ -55,13 +55,6 @@ def init_app(app: Flask) -> None:
     event.listen(engine, "after_cursor_execute", _statement_ended)
     event.listen(engine, "handle_error", _statement_ended)  # a failed statement took time too
     app.wsgi_app = RequestReport(app.wsgi_app)  # type: ignore[method-assign]
-    app.after_request(_note_endpoint)
-
-
-def _note_endpoint(response: Response) -> Response:
-    # Flask forgets the request when it ends; the middleware reports after that.
-    request.environ[_ENDPOINT] = request.endpoint
-    return response
 
 
 class RequestReport:
@@ -78,6 +71,8 @@ class RequestReport:
 
         def report_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             stats.status, stats.answered_queries = int(status[:3]), stats.queries
+            # Flask starts the response inside the request context, which ends before the report.
+            stats.endpoint = request.endpoint if has_request_context() else None
             headers.append((request_id.HEADER, rid))
             headers.append(("Server-Timing", f'db;dur={stats.db_seconds * 1000:.1f};desc="{stats.queries} queries"'))
             return start_response(status, headers, exc_info)
@@ -92,7 +87,7 @@ class RequestReport:
     def report(environ: dict[str, Any], stats: RequestStats, rid: str) -> None:
         seconds = time.perf_counter() - stats.started
         method = environ.get("REQUEST_METHOD", "")
-        metrics.observe_request(environ.get(_ENDPOINT) or "unmatched", method, stats.status, seconds)
+        metrics.observe_request(stats.endpoint or "unmatched", method, stats.status, seconds)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "request_id=%s method=%s path=%s status=%d duration_ms=%.1f queries=%d",
