@@ -1,11 +1,15 @@
-# Two commands on a fresh machine: `make run` and `make test`.
+# Two commands on a fresh machine: `make run` and `make test`. `make help` lists the rest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-.PHONY: run test lint browser upgrade clean bench bench-scale bench-profile bench-import
+.DEFAULT_GOAL := help
+.PHONY: help run test lint browser upgrade clean bench bench-scale bench-profile bench-import
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn on http://127.0.0.1:$(PORT)
 	$(BIN)/flask --app wsgi db upgrade
@@ -14,19 +18,19 @@ run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn
 test: $(VENV)/.dev ## set up and run the tests (PostgreSQL too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+lint: $(VENV)/.dev ## hadolint the Dockerfile, ruff check and format --check, mypy on webapp/
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 browser: ## install Debian's Chromium for the browser tests (as root; nothing to do when it is there)
 	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
-
-lint: $(VENV)/.dev ## lint the Dockerfile
-	$(BIN)/hadolint Dockerfile
-
-bench-import: $(VENV)/.runtime ## import 100k rows on PostgreSQL beside COPY and a naive loop; peak memory on 1M
-	$(BIN)/python bench/import_bench.py $(BENCH_ARGS)
 
 upgrade: $(VENV)/.runtime ## migrate the schema to head
 	$(BIN)/flask --app wsgi db upgrade
 
-bench: $(VENV)/.bench ## the app against a bare Flask + psycopg2 floor, side by side, on PostgreSQL
+bench: $(VENV)/.bench ## the app beside a Flask-SQLAlchemy peer and a bare-driver floor, PostgreSQL and SQLite
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-scale: $(VENV)/.bench ## get-by-id, deep pages and search at 10k and 1M users
@@ -35,8 +39,12 @@ bench-scale: $(VENV)/.bench ## get-by-id, deep pages and search at 10k and 1M us
 bench-profile: $(VENV)/.bench ## where the app's time goes on get-by-id and create (pyinstrument)
 	$(BIN)/python bench/hotpath.py $(BENCH_ARGS)
 
-clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis test-artifacts
+bench-import: $(VENV)/.runtime ## import 100k rows on PostgreSQL beside COPY and a naive loop; peak memory on 1M
+	$(BIN)/python bench/import_bench.py $(BENCH_ARGS)
+
+clean: ## remove the virtual environment and what tests and tools leave behind (not instance/, your data)
+	rm -rf $(VENV) .pytest_cache .hypothesis .schemathesis .mypy_cache .ruff_cache test-artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

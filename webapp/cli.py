@@ -9,7 +9,7 @@ import os
 import random
 import stat
 import sys
-from typing import Any
+from typing import IO, Any
 
 import click
 from flask import Flask
@@ -18,6 +18,7 @@ from flask.cli import AppGroup, with_appcontext
 from . import migrations
 from .bulk import imports, inserts
 from .db import Session
+from .domain.schemas import IMPORT_MODES
 
 FIRST_NAMES = [
     "Ada",
@@ -135,14 +136,14 @@ def fake_user() -> dict[str, Any]:
 @click.argument("file", type=click.File("rb"))
 @click.option(
     "--mode",
-    type=click.Choice(imports.MODES),
+    type=click.Choice(IMPORT_MODES),
     default="atomic",
     show_default=True,
     help="atomic: nothing is written unless every row is valid and new. "
     "partial: valid rows are written, the others reported.",
 )
 @with_appcontext
-def import_users(file, mode: str) -> None:
+def import_users(file: IO[bytes], mode: str) -> None:
     """Import users from a CSV FILE (header: name,email) of any size; - reads stdin.
 
     Exits with status 1 when rows were rejected, 2 when the file is unreadable.
@@ -171,7 +172,7 @@ def import_users(file, mode: str) -> None:
         sys.exit(1)
 
 
-def _regular_file_size(file) -> int | None:
+def _regular_file_size(file: IO[bytes]) -> int | None:
     try:
         info = os.fstat(file.fileno())
     except (OSError, ValueError):

@@ -81,7 +81,7 @@ class AppSession(OrmSession):
             self.bind_for_all = binds.reads if self.read_only else binds.engine
         super().__init__(**options)
 
-    def get_bind(self, mapper: Any = None, clause: Any = None, **kwargs: Any) -> Engine | Connection:  # type: ignore[override]
+    def get_bind(self, mapper: Any = None, clause: Any = None, **kwargs: Any) -> Engine | Connection:
         return self.bind_for_all
 
 
@@ -100,10 +100,10 @@ class _PerThreadPerApp(ScopedRegistry[AppSession]):
 
     def _sessions(self) -> dict[Flask, AppSession]:
         try:
-            return self.local.sessions  # type: ignore[no-any-return]
+            sessions: dict[Flask, AppSession] = self.local.sessions
         except AttributeError:
-            self.local.sessions = sessions = {}
-            return sessions
+            sessions = self.local.sessions = {}
+        return sessions
 
     def __call__(self) -> AppSession:
         app = _current_app()
@@ -139,7 +139,7 @@ def _current_app() -> Flask:
 # Session.remove() closes it and forgets it. expire_on_commit=False lets a view
 # serialize what it just committed without a second round trip to reload it.
 Session: scoped_session[AppSession] = scoped_session(sessionmaker(class_=AppSession, expire_on_commit=False))
-Session.registry = _PerThreadPerApp(Session.session_factory)  # type: ignore[assignment]
+Session.registry = _PerThreadPerApp(Session.session_factory)
 
 
 @event.listens_for(AppSession, "before_flush")

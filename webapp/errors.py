@@ -6,6 +6,7 @@ handler serves them all; marshmallow and database errors are translated first.
 """
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 from marshmallow import ValidationError
@@ -25,7 +26,7 @@ class InvalidInput(UnprocessableEntity):
 
     description = "The request has invalid or unknown fields."
 
-    def __init__(self, errors: dict) -> None:
+    def __init__(self, errors: dict[str, Any]) -> None:
         super().__init__()
         self.errors = errors
 
@@ -81,8 +82,9 @@ def error_response(error: HTTPException) -> Response:
             status=status,
         )
     # 405 must say what is allowed; 503 when to come back.
-    if getattr(error, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(error.valid_methods)
+    valid_methods = getattr(error, "valid_methods", None)  # a MethodNotAllowed's
+    if valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response

@@ -1,6 +1,8 @@
 """Running the Alembic migrations in migrations/ against the app's engine."""
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -27,12 +29,15 @@ def current() -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def head() -> str:
+def head() -> str | None:
     """The newest revision in migrations/."""
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
-def include_object(dialect_name: str):
+IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
+
+
+def include_object(dialect_name: str) -> IncludeObject:
     """Alembic's include_object filter for a database of `dialect_name`.
 
     Objects the models declare for another backend only (models.postgresql_only,
@@ -40,7 +45,7 @@ def include_object(dialect_name: str):
     autogenerate's comparison instead of reporting them missing.
     """
 
-    def include(obj, name, type_, reflected, compare_to) -> bool:
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         only_on = getattr(obj, "info", {}).get("only_on")
         return only_on is None or only_on == dialect_name
 
@@ -51,7 +56,7 @@ def _config() -> Config:
     return Config(str(ALEMBIC_INI))
 
 
-def _run(action, revision: str) -> None:
+def _run(action: Callable[[Config, str], None], revision: str) -> None:
     config = _config()
     with get_engine().begin() as connection:
         config.attributes["connection"] = connection  # env.py uses it as is

@@ -1,6 +1,8 @@
 """URL converters shared by the blueprints."""
 
-from werkzeug.routing import IntegerConverter
+from typing import Any
+
+from werkzeug.routing import IntegerConverter, Map
 
 # The users.id column is a 32-bit integer on PostgreSQL (and SQLite refuses
 # integers past 64 bits), so larger ids cannot exist: they are a 404 at routing
@@ -31,5 +33,5 @@ class IdConverter(IntegerConverter):
 
     regex = decimal_range_regex(MAX_ID)
 
-    def __init__(self, map, *args, **kwargs) -> None:
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
         super().__init__(map, min=1, max=MAX_ID)

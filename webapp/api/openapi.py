@@ -60,9 +60,10 @@ def docs() -> str:
 
 def spec(app: Flask) -> dict[str, Any]:
     """The app's OpenAPI document, built once per app."""
-    if _EXTENSION not in app.extensions:
-        app.extensions[_EXTENSION] = build_spec(app)
-    return app.extensions[_EXTENSION]
+    document: dict[str, Any] | None = app.extensions.get(_EXTENSION)
+    if document is None:
+        document = app.extensions[_EXTENSION] = build_spec(app)
+    return document
 
 
 def build_spec(app: Flask) -> dict[str, Any]:

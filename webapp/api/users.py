@@ -48,7 +48,7 @@ def list_users() -> Response:
             ".list_users",
             q=args["q"] or None,
             per_page=page.per_page,
-            cursor=encode_cursor(page.next_after),
+            cursor=encode_cursor(page.next_after),  # type: ignore[arg-type]  # has_next: not None
             _external=True,
         )
     response = jsonify(

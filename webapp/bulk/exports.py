@@ -10,7 +10,7 @@ session live until the stream ends or the client goes away; teardown removes it.
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache
 from typing import Any
 
@@ -18,7 +18,7 @@ from flask import Response, stream_with_context
 from sqlalchemy import Select, bindparam, select
 
 from ..db import Session
-from ..domain.models import User
+from ..domain.models import users_table
 from ..domain.users import matching, search_pattern
 
 COLUMNS = ("id", "name", "email", "created_at", "updated_at")
@@ -39,7 +39,7 @@ def csv_lines(q: str = "") -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
-    def line(cells) -> str:
+    def line(cells: Iterable[object]) -> str:
         buffer.seek(0)
         buffer.truncate()
         writer.writerow(cells)
@@ -61,7 +61,7 @@ def csv_lines(q: str = "") -> Iterator[str]:
 @cache
 def _chunk(searching: bool) -> Select[Any]:
     # Plain rows of the five columns: an ORM object per row would be built only to be read once.
-    users = User.__table__
+    users = users_table
     return (
         select(*(users.c[column] for column in COLUMNS))
         .where(matching("searching" if searching else ""))

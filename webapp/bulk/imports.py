@@ -160,7 +160,8 @@ def _csv_rows(reader: Any) -> Iterator[Row]:
 
 def _next_row(reader: Any) -> list[str] | None:
     try:
-        return next(reader)
+        row: list[str] = next(reader)
+        return row
     except StopIteration:
         return None
     except UnicodeDecodeError:
@@ -253,12 +254,12 @@ def _validated(line: int, raw: Any, rejected: list[Rejection]) -> dict[str, Any]
         rejected.append(Rejection(line, "_row", raw.message))
         return None
     try:
-        return user_schema.load(raw)
+        fields: dict[str, Any] = user_schema.load(raw)
+        return fields
     except ValidationError as error:
         # A load of one item always reports by field (_schema for a non-object item).
-        rejected.extend(
-            Rejection(line, name, " ".join(map(str, problems))) for name, problems in error.messages.items()
-        )
+        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        rejected.extend(Rejection(line, name, " ".join(map(str, problems))) for name, problems in messages.items())
         return None
 
 

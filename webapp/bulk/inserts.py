@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session as OrmSession
 from ..db import Session
 from ..domain import audit
 from ..domain.audit import AUDITED
-from ..domain.models import User, UTCDateTime, utcnow
+from ..domain.models import UTCDateTime, users_table, utcnow
 from ..ops import request_id
 from .jsonrows import json_rows
 
@@ -44,7 +44,7 @@ def insert_users(rows: list[dict[str, Any]]) -> set[str]:
 
 @cache
 def _insert_new(dialect: str) -> Executable:
-    users = User.__table__  # the table, not the mapped class: no ORM on this path
+    users = users_table  # the table, not the mapped class: no ORM on this path
     fields = json_rows(dialect, "users", [users.c.name, users.c.email])
     now = bindparam("now", type_=UTCDateTime)
     # WHERE true: SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT,
@@ -73,5 +73,5 @@ def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]], at: da
 
 @cache
 def _audit_rows(dialect: str) -> Executable:
-    users = User.__table__
+    users = users_table
     return audit.inserted(dialect, json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)]))

@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def read_ahead(items: Iterator[T], name: str = "read-ahead") -> Iterator[Iterato
     nothing outlives the block. (A helper blocked reading a slow stream keeps the
     block waiting until its read returns: there is no interrupting a read.)
     """
-    handoff: queue.Queue = queue.Queue(maxsize=1)
+    handoff: queue.Queue[object] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def produce() -> None:
@@ -60,7 +60,7 @@ def read_ahead(items: Iterator[T], name: str = "read-ahead") -> Iterator[Iterato
         while (item := handoff.get()) is not _END:
             if isinstance(item, _Failed):
                 raise item.error
-            yield item
+            yield cast(T, item)
 
     helper = threading.Thread(target=produce, name=name, daemon=True)
     helper.start()

@@ -14,10 +14,11 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import ColumnElement, Insert, String, bindparam, event, func, insert, inspect, literal, null, select
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..db import Session
 from ..ops import request_id
-from .models import AuditEntry, User, UTCDateTime, utcnow
+from .models import AuditEntry, User, UTCDateTime, audit_table, utcnow
 from .paging import Page
 
 AUDITED = ("name", "email")
@@ -30,7 +31,7 @@ def init_app(app: Flask) -> None:
 
 
 # Built once: a statement made per call costs a cache-key computation per request.
-INSERT = insert(AuditEntry.__table__)
+INSERT = insert(audit_table)
 
 
 def record(
@@ -45,7 +46,7 @@ def record(
         session.connection().execute(INSERT, rows)
 
 
-def inserted(dialect: str, users: Mapping[str, ColumnElement[Any]]) -> Insert:
+def inserted(dialect: str, users: Mapping[str, ColumnElement[Any]] | ReadOnlyColumnCollection[str, Any]) -> Insert:
     """INSERT INTO audit_log ... SELECT: an insert's audit row for each user that
     `users` (its id, name and email columns, from any FROM) yields, with the same
     {field: [null, value]} as `record` writes; `at` and `request_id` are bound later."""

@@ -1,9 +1,9 @@
 """The tables, as typed ORM classes."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, TypeDecorator, text
+from sqlalchemy import JSON, DateTime, Dialect, Index, Integer, String, Table, TypeDecorator, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -21,7 +21,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -29,7 +29,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -95,3 +95,9 @@ class AuditEntry(Base):
 
     # A user's history is read newest first.
     __table_args__ = (Index("ix_audit_log_user_id_id", "user_id", "id"),)
+
+
+# The tables themselves, for Core statements that build no ORM object (reads
+# answered as rows, bulk inserts, the audit rows written by the database).
+users_table = cast(Table, User.__table__)
+audit_table = cast(Table, AuditEntry.__table__)

@@ -89,12 +89,16 @@ class AuditEntrySchema(Schema):
     request_id = fields.String(required=True, allow_none=True)
 
 
-class PageArgsSchema(Schema):
-    """Paging query arguments. Unknown arguments are ignored, not refused, so
-    cache-busters and tracking parameters do not break a link."""
+class QueryArgsSchema(Schema):
+    """Query arguments. Unknown ones are ignored, not refused, so cache-busters and
+    tracking parameters do not break a link."""
 
     class Meta:
         unknown = EXCLUDE
+
+
+class PageArgsSchema(QueryArgsSchema):
+    """Paging query arguments."""
 
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(
@@ -110,11 +114,8 @@ class PageArgsSchema(Schema):
         return data
 
 
-class SearchArgsSchema(Schema):
+class SearchArgsSchema(QueryArgsSchema):
     """The search of a user list or export."""
-
-    class Meta:
-        unknown = EXCLUDE
 
     q = TrimmedString(
         load_default="",
@@ -129,7 +130,7 @@ def encode_cursor(after: int) -> str:
     return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
 
 
-class Cursor(fields.Field):
+class Cursor(fields.Field[int]):
     """An opaque keyset cursor, loaded as the id the page starts after.
 
     Clients get cursors from a list's `next` link and send them back unchanged;
@@ -170,10 +171,7 @@ class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
 IMPORT_MODES = ("atomic", "partial")
 
 
-class ImportArgsSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class ImportArgsSchema(QueryArgsSchema):
     mode = fields.String(load_default="atomic", validate=validate.OneOf(IMPORT_MODES))
 
 

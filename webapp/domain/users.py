@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, Executable, Row, Select, bindparam, func, insert, or_, select, true
+from sqlalchemy import BindParameter, ColumnElement, Executable, Row, Select, bindparam, func, insert, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
@@ -18,7 +18,7 @@ from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
 from ..db import Session
 from ..ops import request_id
 from . import audit
-from .models import User, UTCDateTime, utcnow
+from .models import User, UTCDateTime, users_table, utcnow
 from .paging import Page
 
 EMAIL_TAKEN = "A user with this email address already exists."
@@ -48,7 +48,7 @@ class ChangedConcurrently(Conflict):
 
 
 # Statements built once: a statement built per call costs its cache key per request.
-_users = User.__table__
+_users = users_table
 _BY_ID = select(User).where(User.id == bindparam("user_id"))
 # Table columns only, the WHERE clause included: one ORM attribute would send the
 # statement through the ORM's execution layer, a third of the cost of the read.
@@ -77,7 +77,7 @@ def list_users(per_page: int, q: str = "", page: int = 1, after: int | None = No
     items = found[:per_page]
     cap = params["cap"] - 1
     return Page(
-        items=items,
+        items=list(items),
         page=page if after is None else None,
         per_page=per_page,
         total=min(total, cap),
@@ -96,7 +96,7 @@ def matching(q: str) -> ColumnElement[bool]:
     case-insensitively: ILIKE on PostgreSQL, which the trigram indexes serve."""
     if not q:
         return true()
-    pattern = bindparam("pattern")
+    pattern: BindParameter[str] = bindparam("pattern")
     return or_(_users.c.name.ilike(pattern, escape="/"), _users.c.email.ilike(pattern, escape="/"))
 
 
@@ -168,7 +168,7 @@ def create_user(fields: dict[str, Any]) -> Row[Any]:
 
 @cache
 def _insert_one(dialect: str) -> Executable:
-    users = User.__table__
+    users = users_table
     now = bindparam("now", type_=UTCDateTime)
     new = (
         insert(users)

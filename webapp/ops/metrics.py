@@ -46,7 +46,7 @@ class _Pid:
 
 
 if MULTIPROCESS:  # before the metrics below are made, so that they use it
-    values.ValueClass = values.MultiProcessValue(_Pid())
+    values.ValueClass = values.MultiProcessValue(_Pid())  # type: ignore[no-untyped-call]
 REFRESH_SECONDS = 1.0
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -101,7 +101,7 @@ def metrics() -> Response:
     current_app.extensions[_EXTENSION].refresh()
     if MULTIPROCESS:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

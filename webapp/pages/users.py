@@ -6,13 +6,14 @@ form with what was typed and a message under each bad field, nothing written.
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from ..bulk import exports, imports
 from ..domain import audit, users
+from ..domain.models import User
 from ..domain.schemas import (
     encode_cursor,
     import_args_schema,
@@ -38,7 +39,7 @@ def index() -> Response:
 def list_users() -> str:
     args = list_args_schema.load(request.args)
     page = users.list_users(**args)
-    next_cursor = encode_cursor(page.next_after) if page.has_next else None
+    next_cursor = encode_cursor(page.next_after) if page.next_after is not None else None
     return render_template("users/list.html", page=page, q=args["q"], next_cursor=next_cursor)
 
 
@@ -69,17 +70,17 @@ def import_users() -> tuple[str, int]:
 
 
 @bp.errorhandler(RequestEntityTooLarge)
-def too_large(error: RequestEntityTooLarge):
+def too_large(error: RequestEntityTooLarge) -> Response | tuple[str, int]:
     """An oversized upload gets the form back with a message; anything else the error page."""
     if request.endpoint != "pages.import_users":
         return error_response(error)
-    limit = f"{request.max_content_length / 1024 / 1024:g} MiB"
+    limit = f"{current_app.config['MAX_CONTENT_LENGTH'] / 1024 / 1024:g} MiB"
     message = f"The file is larger than {limit}. Import it with `flask --app wsgi import-users FILE`."
     return render_template("users/import.html", mode="atomic", error=message), 413
 
 
 @bp.get("/users/new")
-def new_user() -> str:
+def new_user() -> tuple[str, int]:
     return _form(values={}, errors={}, status=200)
 
 
@@ -102,7 +103,7 @@ def show_user(user_id: int) -> str:
 
 
 @bp.get("/users/<id:user_id>/edit")
-def edit_user(user_id: int) -> str:
+def edit_user(user_id: int) -> tuple[str, int]:
     user = users.get_user(user_id)
     values = {"name": user.name, "email": user.email, "version": user.version}
     return _form(values, errors={}, status=200, user=user)
@@ -151,5 +152,7 @@ def _status(error: Exception) -> int:
     return 409 if isinstance(error, users.EmailTaken) else 422
 
 
-def _form(values: dict[str, Any], errors: dict[str, list[str]], status: int, user=None) -> tuple[str, int]:
+def _form(
+    values: dict[str, Any], errors: dict[str, list[str]], status: int, user: User | None = None
+) -> tuple[str, int]:
     return render_template("users/form.html", values=values, errors=errors, user=user), status
