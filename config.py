@@ -72,6 +72,13 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
     HSTS_SECONDS = 0  # Strict-Transport-Security max-age; 0 sends none
+    # Accounts (webapp/auth.py, webapp/domain/accounts.py).
+    API_TOKEN_DAYS = 30  # lifetime of a new API token
+    API_TOKEN_CACHE_SECONDS = 5.0  # how long a worker trusts a token it checked; a revocation takes this long
+    PASSWORD_HASH_METHOD = "scrypt"  # werkzeug's: scrypt, n=2**15, r=8, p=1 (memory-hard)
+    SIGN_IN_MAX_FAILURES = 5  # failed sign-ins for one email before it is refused for...
+    SIGN_IN_WINDOW_SECONDS = 15 * 60  # ...the rest of this window
+    FIRST_RUN_SETUP = True  # while no admin exists, every page leads to /setup (never in production)
     DEFAULT_PER_PAGE = 20
     MAX_PER_PAGE = 100
     # A list's total is counted exactly up to this many rows, then reported as
@@ -89,12 +96,19 @@ class ProductionConfig(Config):
     # Never debug in production, whatever FLASK_DEBUG says: a debug app lets
     # exceptions through to the server instead of answering a generic 500.
     DEBUG = False
+    FIRST_RUN_SETUP = False  # the first admin comes from `flask --app wsgi create-admin`
     SESSION_COOKIE_SECURE = True
     HSTS_SECONDS = 365 * 24 * 3600
 
 
 class TestingConfig(Config):
     TESTING = True
+    # A cheap scrypt: the tests sign in hundreds of times. Hashes say their own
+    # parameters, so production hashes still check.
+    PASSWORD_HASH_METHOD = "scrypt:1024:8:1"
+    # Counting statements needs the token known across a test; the tests of the
+    # cache set their own.
+    API_TOKEN_CACHE_SECONDS = 60.0
 
 
 CONFIGS: dict[str, type[Config]] = {
@@ -119,6 +133,8 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_IDLE_IN_TRANSACTION_TIMEOUT": _seconds,
     "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
+    "API_TOKEN_DAYS": _positive_int,
+    "API_TOKEN_CACHE_SECONDS": _non_negative_seconds,
 }
 
 

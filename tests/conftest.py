@@ -22,10 +22,10 @@ os.environ["APP_ENV"] = "testing"
 
 from webapp import create_app, db, migrations  # noqa: E402
 from webapp.db import get_engine  # noqa: E402
-from webapp.domain.models import AuditEntry, User  # noqa: E402
+from webapp.domain.models import ApiToken, AuditEntry, SignInFailures, User  # noqa: E402
 
 import pg_cluster as pg  # noqa: E402
-from helpers import TEST_DATABASE_URL, Forms, Statements, Store, empty_database  # noqa: E402
+from helpers import TEST_DATABASE_URL, Forms, Statements, Store, add_admin, add_admin_to, client_class, empty_database  # noqa: E402
 from server import Server  # noqa: E402
 
 
@@ -97,6 +97,7 @@ def rolled_back(app):
     connection = get_engine(app).connect()
     outer = connection.begin()
     db.binds(app).override = connection
+    app.test_client_class = client_class(add_admin(app))
     yield connection
     db.binds(app).override = None
     outer.rollback()
@@ -105,16 +106,18 @@ def rolled_back(app):
 
 @pytest.fixture
 def committing(app):
-    """Real commits, on an empty users table that is emptied again afterwards."""
+    """Real commits, on an empty users table (but for the admin the test clients act
+    as) that is emptied again afterwards."""
     _empty_users(app)
+    app.test_client_class = client_class(add_admin(app))
     yield
     _empty_users(app)
 
 
-def _empty_users(app):  # and their history
+def _empty_users(app):  # and their history, tokens and failed sign-ins
     with get_engine(app).begin() as connection:
-        connection.execute(delete(User))
-        connection.execute(delete(AuditEntry))
+        for table in (ApiToken, SignInFailures, User, AuditEntry):
+            connection.execute(delete(table))
 
 
 @pytest.fixture
@@ -125,6 +128,12 @@ def client(app, rolled_back):
 @pytest.fixture
 def committing_client(app, committing):
     return app.test_client()
+
+
+@pytest.fixture
+def admin(app):
+    """The credentials of the admin the test clients act as (client, committing)."""
+    return app.test_client_class.acting_as
 
 
 @pytest.fixture
@@ -144,6 +153,10 @@ def statements(app):
     Call `.clear()` after setting up, then make the request under test."""
     engine = get_engine(app)
     seen = Statements()
+    if app.test_client_class is not None:  # the clients' token and the finished setup, known to the worker
+        warm = app.test_client()
+        warm.get("/api/tokens")
+        warm.get("/login")
     event.listen(engine, "before_cursor_execute", seen.record)
     yield seen
     event.remove(engine, "before_cursor_execute", seen.record)
@@ -166,7 +179,7 @@ def serve(tmp_path):
     def start(database_url, **env):
         server = Server(database_url, tmp_path, **env)
         servers.append(server)
-        return server.start()
+        return server.start().authorize(add_admin_to(database_url).token)
 
     yield start
     for server in servers:

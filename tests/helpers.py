@@ -3,20 +3,30 @@
 The data in the test database is read and written through `Store` (the `store`
 fixture), which goes through the app's own session in an app context, so a test
 whose requests roll back (the `client` fixture) sees its own rows.
+
+Every request of a test is made by someone: `add_admin` stores the admin the test
+clients act as (ADMIN_EMAIL, left out of what Store reports), with an API token;
+`client_class` makes `app.test_client()` send that token and sign in for the pages.
 """
 
+import hashlib
 import os
 import re
 import secrets
 import sqlite3
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, func, insert, make_url, select
+from werkzeug.security import generate_password_hash
 
-from config import Config
+from config import Config, TestingConfig
 from webapp.db import Session, get_engine
+from webapp.domain import accounts, models
 from webapp.domain.models import AuditEntry, User
 from webapp.engine import database_url as url_from_settings
 from webapp.engine import engine_options, with_shipped_driver
@@ -25,20 +35,133 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}  # the class defaults
 
 
+ADMIN_NAME, ADMIN_EMAIL, ADMIN_PASSWORD = "Test Admin", "admin@tests.invalid", "admin-password"
+NOT_THE_ADMIN = User.email != ADMIN_EMAIL
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user_id: int
+    email: str
+    password: str
+    token: str
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def add_account(connection, name: str, email: str, password: str, role: str = "admin") -> Credentials:
+    """A user who can sign in (the one with this email if there is one), and a new
+    API token of theirs, written with Core (no audit row: history tests see only
+    what they did) on `connection`."""
+    now = datetime.now(UTC)
+    users, tokens = models.users_table, models.tokens_table
+    user_id = connection.execute(select(users.c.id).where(users.c.email == email)).scalar()
+    if user_id is None:
+        user_id = connection.execute(
+            insert(users)
+            .values(
+                name=name,
+                email=email,
+                role=role,
+                created_at=now,
+                updated_at=now,
+                password_hash=generate_password_hash(password, method=TestingConfig.PASSWORD_HASH_METHOD),
+            )
+            .returning(users.c.id)
+        ).scalar_one()
+    secret = secrets.token_urlsafe(32)
+    token_id = connection.execute(
+        insert(tokens)
+        .values(
+            user_id=user_id,
+            name="tests",
+            secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+            created_at=now,
+            expires_at=now + timedelta(days=1),
+        )
+        .returning(tokens.c.id)
+    ).scalar_one()
+    return Credentials(user_id, email, password, f"{token_id}.{secret}")
+
+
+def add_admin(app: Flask) -> Credentials:
+    """The admin the tests act as, stored through the app's session (so it is inside
+    a rolled-back test's transaction), committed."""
+    with app.app_context():
+        credentials = add_account(Session().connection(), ADMIN_NAME, ADMIN_EMAIL, ADMIN_PASSWORD)
+        Session().commit()
+    return credentials
+
+
+def add_admin_to(database_url: str) -> Credentials:
+    """The same admin, in a database the test reaches directly (a real server's)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            return add_account(connection, ADMIN_NAME, ADMIN_EMAIL, ADMIN_PASSWORD)
+    finally:
+        engine.dispose()
+
+
+def client_class(credentials: Credentials) -> type[FlaskClient]:
+    """A test client that acts as `credentials`: their bearer token on every request,
+    and signed in for the pages. The sign-in writes Flask-Login's session directly,
+    without a request, so a test may still add routes to its app afterwards; the
+    login form itself is tested in test_accounts.py."""
+
+    class SignedInClient(FlaskClient):
+        acting_as = credentials
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {credentials.token}"
+            with self.application.app_context():
+                user = accounts.find_user(credentials.user_id)
+                account = accounts.account_of(user)
+            with self.session_transaction() as session:
+                session["_user_id"], session["_fresh"] = account.get_id(), True
+
+    return SignedInClient
+
+
+def sign_in(client, email: str, password: str):
+    """Sign in through the login form, as a browser does; returns the response."""
+    token = Forms.HIDDEN.findall(client.get("/login").text)
+    csrf = dict(token).get("csrf_token", "")
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf})
+    assert response.status_code == 303, response.text
+    return response
+
+
+def signed_in(app: Flask) -> Flask:
+    """`app`, whose test clients act as the admin (added to its database)."""
+    app.test_client_class = client_class(add_admin(app))
+    return app
+
+
+def anonymous(app: Flask) -> FlaskClient:
+    """A test client that is nobody: no token, not signed in."""
+    return FlaskClient(app, app.response_class, use_cookies=True)
+
+
 class Store:
-    """The app's database, read and written directly, bypassing the HTTP layer."""
+    """The app's database, read and written directly, bypassing the HTTP layer.
+    The admin the test acts as is not among the users it reports."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
 
     def users(self) -> list[tuple[str, str]]:
         """(name, email) of every stored user, in id order."""
+        query = select(User.name, User.email).where(NOT_THE_ADMIN).order_by(User.id)
         with self.app.app_context():
-            return [tuple(row) for row in Session().execute(select(User.name, User.email).order_by(User.id))]
+            return [tuple(row) for row in Session().execute(query)]
 
     def count(self) -> int:
         with self.app.app_context():
-            return Session().scalar(select(func.count()).select_from(User))
+            return Session().scalar(select(func.count()).select_from(User).where(NOT_THE_ADMIN))
 
     def audit_rows(self, user_id=None) -> list[tuple]:
         """(user_id, action, changes) of the stored audit rows, oldest first."""

@@ -79,6 +79,7 @@ class Server:
         }
         self.env = {name: value for name, value in env.items() if value is not None}  # None: unset
         self.process: subprocess.Popen | None = None
+        self.headers: dict[str, str] = {}  # sent with every request (authorize)
 
     def start(self, timeout: float = 30) -> "Server":
         """Start gunicorn; wait until /healthz answers 200 and every worker has the app loaded."""
@@ -127,8 +128,13 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def authorize(self, token: str) -> "Server":
+        """Send this API token with every request from now on."""
+        self.headers = {"Authorization": f"Bearer {token}"}
+        return self
+
     def request(self, method: str, path: str, body=None, headers=None, timeout: float = 30) -> Reply:
-        return call(method, self.url + path, body, headers, timeout)
+        return call(method, self.url + path, body, {**self.headers, **(headers or {})}, timeout)
 
     def get(self, path: str, **kwargs) -> Reply:
         return self.request("GET", path, **kwargs)

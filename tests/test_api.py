@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from helpers import assert_problem
+from helpers import ADMIN_NAME, assert_problem
 
 ADA = {"name": "Ada Lovelace", "email": "ada@example.com"}
 
@@ -24,7 +24,7 @@ def test_create_returns_201_with_location_and_the_user(store, client):
 
     assert response.status_code == 201
     user = response.get_json()
-    assert list(user) == ["id", "name", "email", "created_at", "updated_at"]
+    assert list(user) == ["id", "name", "email", "role", "created_at", "updated_at"]
     assert response.headers["Location"] == f"/api/users/{user['id']}"
     assert (user["name"], user["email"]) == (ADA["name"], ADA["email"])
     assert_utc_iso(user["created_at"])
@@ -94,8 +94,9 @@ def test_list_has_items_page_per_page_and_total(store, client):
 
     body = client.get("/api/users").get_json()
 
-    assert body["page"] == 1 and body["per_page"] == 20 and body["total"] == 2
-    assert [u["name"] for u in body["items"]] == ["Ada", "Alan"]
+    # The admin the test acts as is a user too, the first one.
+    assert body["page"] == 1 and body["per_page"] == 20 and body["total"] == 3
+    assert [u["name"] for u in body["items"]] == [ADMIN_NAME, "Ada", "Alan"]
 
 
 def test_list_pages_through_users_in_id_order(store, client):
@@ -103,8 +104,8 @@ def test_list_pages_through_users_in_id_order(store, client):
 
     body = client.get("/api/users?page=2&per_page=2").get_json()
 
-    assert [u["name"] for u in body["items"]] == ["User 2", "User 3"]
-    assert (body["page"], body["per_page"], body["total"]) == (2, 2, 5)
+    assert [u["name"] for u in body["items"]] == ["User 1", "User 2"]  # after the admin and User 0
+    assert (body["page"], body["per_page"], body["total"]) == (2, 2, 6)
 
 
 def test_list_past_the_last_page_is_empty(store, client):
@@ -112,7 +113,7 @@ def test_list_past_the_last_page_is_empty(store, client):
 
     body = client.get("/api/users?page=3").get_json()
 
-    assert body["items"] == [] and body["total"] == 1
+    assert body["items"] == [] and body["total"] == 2
 
 
 def test_per_page_is_capped_at_100(client):
@@ -240,7 +241,7 @@ def test_a_body_that_is_not_json_is_415(store, client, content_type):
         ({"name": "Ada", "email": "ada\udfff@example.com"}, "email"),
         ({"name": "Ada", "email": "not-an-email"}, "email"),
         ({"name": "Ada", "email": "a" * 243 + "@example.com"}, "email"),
-        ({"name": "Ada", "email": "ada@example.com", "role": "admin"}, "role"),
+        ({"name": "Ada", "email": "ada@example.com", "rank": "admin"}, "rank"),
         ({"name": "Ada", "email": "ada@example.com", "id": 7}, "id"),
         ({"name": "Ada", "email": "ada@example.com", "created_at": "2020-01-01T00:00:00Z"}, "created_at"),
         (["Ada", "ada@example.com"], "_schema"),

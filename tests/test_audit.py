@@ -12,6 +12,8 @@ from webapp.db import Session
 from webapp.domain.models import AuditEntry, User
 from webapp.ops.session_events import log as events_log
 
+from helpers import NOT_THE_ADMIN, add_admin
+
 
 def test_create_update_and_delete_each_leave_one_row_with_old_and_new_values(store, client):
     user_id = client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"}).get_json()["id"]
@@ -19,9 +21,9 @@ def test_create_update_and_delete_each_leave_one_row_with_old_and_new_values(sto
     client.delete(f"/api/users/{user_id}")
 
     assert store.audit_rows() == [
-        (user_id, "insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"]}),
+        (user_id, "insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"], "role": [None, "member"]}),
         (user_id, "update", {"name": ["Ada", "Ada King"]}),
-        (user_id, "delete", {"name": ["Ada King", None], "email": ["ada@example.com", None]}),
+        (user_id, "delete", {"name": ["Ada King", None], "email": ["ada@example.com", None], "role": ["member", None]}),
     ]
 
 
@@ -79,7 +81,7 @@ def test_bulk_inserts_record_their_own_history(store, runner, committing):
     rows = store.audit_rows()
     assert len(rows) == 30 and {action for _, action, _ in rows} == {"insert"}
     ids = {user_id for user_id, _, _ in rows}
-    assert ids == set(store.scalars(select(User.id)))
+    assert ids == set(store.scalars(select(User.id).where(NOT_THE_ADMIN)))
 
 
 # -- reading history ------------------------------------------------------------------
@@ -96,7 +98,7 @@ def test_history_is_newest_first_and_paginated(client):
     assert (first["total"], first["page"], first["per_page"]) == (5, 1, 2)
     assert [e["changes"]["name"] for e in first["items"]] == [["V3", "V4"], ["V2", "V3"]]
     assert [e["action"] for e in last["items"]] == ["insert"]
-    assert set(first["items"][0]) == {"id", "user_id", "action", "changes", "at", "request_id"}
+    assert set(first["items"][0]) == {"id", "user_id", "action", "changes", "at", "request_id", "actor_id"}
 
 
 def test_a_deleted_users_history_stays_readable(store, client):
@@ -131,6 +133,8 @@ def test_the_user_page_shows_the_history(client):
 def test_session_events_log_shows_begin_commit_rollback_and_remove(committing, make_app, database_url, caplog):
     app = make_app(DATABASE_URL=database_url, SESSION_EVENTS_LOG=True)
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {add_admin(app).token}"
+    caplog.clear()  # adding the admin had a session of its own
     try:
         with caplog.at_level(logging.INFO, logger="webapp.session"):
             client.post(

@@ -19,7 +19,13 @@ def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
 
     assert result.exit_code == 0, result.output
     inspector = inspect(get_engine(app))
-    assert set(inspector.get_table_names()) == {"users", "audit_log", "alembic_version"}
+    assert set(inspector.get_table_names()) == {
+        "users",
+        "audit_log",
+        "api_tokens",
+        "sign_in_failures",
+        "alembic_version",
+    }
     assert {c["name"] for c in inspector.get_columns("users")} == {
         "id",
         "name",
@@ -27,6 +33,8 @@ def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
         "created_at",
         "updated_at",
         "version",
+        "role",
+        "password_hash",
     }
     [index] = inspector.get_indexes("users")
     assert index["unique"] and index["column_names"] == ["email"]

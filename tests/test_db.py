@@ -10,7 +10,7 @@ from config import Config
 from webapp.db import get_engine
 from webapp.engine import database_url
 
-from helpers import SETTINGS, pg_engine_options
+from helpers import SETTINGS, pg_engine_options, signed_in
 
 
 @pytest.mark.parametrize(
@@ -111,8 +111,8 @@ def test_sqlite_writes_begin_immediate_and_reads_begin_nothing(sqlite_app):
     from webapp.domain.models import Base
 
     Base.metadata.create_all(get_engine(sqlite_app))
+    client = signed_in(sqlite_app).test_client()
     begins = _begins(sqlite_app)
-    client = sqlite_app.test_client()
 
     client.get("/api/users")  # a read-only request reads in autocommit
     client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"})
@@ -126,6 +126,7 @@ def test_sqlite_concurrent_writers_wait_their_turn_instead_of_failing(sqlite_app
     from webapp.domain.models import Base
 
     Base.metadata.create_all(get_engine(sqlite_app))
+    signed_in(sqlite_app)
     ids = [
         sqlite_app.test_client().post("/api/users", json={"name": "W", "email": f"w{n}@example.com"}).get_json()["id"]
         for n in range(2)

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from webapp.db import Session, get_engine
 
-from helpers import app_backends, users_table_held
+from helpers import app_backends, signed_in, users_table_held
 from server import run_clients, wait_for
 
 POOL_TIMEOUT = 2
@@ -108,7 +108,7 @@ def test_an_exhausted_pool_is_a_503_after_pool_timeout_and_recovers_by_itself(se
 
 
 def test_a_connection_lost_after_the_last_statement_still_ends_the_request_cleanly(make_app, cluster_database):
-    app = make_app(DATABASE_URL=cluster_database)
+    app = signed_in(make_app(DATABASE_URL=cluster_database))
     killer = create_engine(cluster_database, isolation_level="AUTOCOMMIT")
 
     @app.get("/lost")

@@ -209,7 +209,7 @@ def test_imported_users_have_history(store, client):
     post_csv(client, csv_body("Ada,ada@example.com"))
 
     assert [(action, changes) for _, action, changes in store.audit_rows()] == [
-        ("insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"]})
+        ("insert", {"name": [None, "Ada"], "email": [None, "ada@example.com"], "role": [None, "member"]})
     ]
 
 
@@ -222,7 +222,7 @@ def test_a_refused_atomic_import_leaves_no_history(store, client):
 def test_imported_users_and_their_history_are_stamped_with_the_time_of_the_import(client):
     post_csv(client, csv_body("Ada,ada@example.com"))
 
-    user = client.get("/api/users").get_json()["items"][0]
+    user = client.get("/api/users?q=ada@example.com").get_json()["items"][0]
     created = datetime.fromisoformat(user["created_at"])
     history = client.get(f"/api/users/{user['id']}/history").get_json()["items"]
     # The database's clock: on PostgreSQL, the start of the transaction the test holds open.

@@ -103,15 +103,18 @@ def test_create_documents_201_with_a_location_header(document):
 @pytest.mark.parametrize(
     "path, method, statuses",
     [
-        ("/api/users", "get", {"422", "503"}),
-        ("/api/users", "post", {"400", "409", "413", "415", "422", "503"}),
-        ("/api/users/{user_id}", "get", {"404", "503"}),
-        ("/api/users/{user_id}", "put", {"400", "404", "409", "412", "413", "415", "422", "503"}),
-        ("/api/users/{user_id}", "patch", {"400", "404", "409", "412", "413", "415", "422", "503"}),
-        ("/api/users/{user_id}", "delete", {"404", "412", "503"}),
-        ("/api/users/{user_id}/history", "get", {"404", "422", "503"}),
-        ("/api/users.csv", "get", {"422", "503"}),
-        ("/api/users/import", "post", {"400", "413", "415", "422", "503"}),
+        ("/api/users", "get", {"401", "403", "422", "503"}),
+        ("/api/users", "post", {"400", "401", "403", "409", "413", "415", "422", "503"}),
+        ("/api/users/{user_id}", "get", {"400", "401", "403", "404", "503"}),
+        ("/api/users/{user_id}", "put", {"400", "401", "403", "404", "409", "412", "413", "415", "422", "503"}),
+        ("/api/users/{user_id}", "patch", {"400", "401", "403", "404", "409", "412", "413", "415", "422", "503"}),
+        ("/api/users/{user_id}", "delete", {"400", "401", "403", "404", "409", "412", "503"}),
+        ("/api/users/{user_id}/history", "get", {"401", "403", "404", "422", "503"}),
+        ("/api/users.csv", "get", {"401", "403", "422", "503"}),
+        ("/api/users/import", "post", {"400", "401", "403", "413", "415", "422", "503"}),
+        ("/api/tokens", "post", {"400", "401", "403", "415", "422", "429", "503"}),
+        ("/api/tokens", "get", {"401", "403", "503"}),
+        ("/api/tokens/{token_id}", "delete", {"401", "403", "404", "503"}),
     ],
 )
 def test_errors_are_documented_as_problem_json(document, path, method, statuses):

@@ -33,7 +33,7 @@ def test_a_page_with_more_after_it_links_to_the_next_by_cursor_in_body_and_link_
     assert response.headers["Link"] == f'<{body["next"]}>; rel="next"'
 
 
-def test_following_next_links_visits_every_user_once_in_id_order(store, client):
+def test_following_next_links_visits_every_user_once_in_id_order(store, client, admin):
     ids = store.add_users(*USERS_7)
 
     seen, pages, url = [], [], "/api/users?per_page=3"
@@ -43,16 +43,16 @@ def test_following_next_links_visits_every_user_once_in_id_order(store, client):
         pages.append((body["page"], body["total"], body["total_capped"]))
         url = body["next"]
 
-    assert seen == sorted(ids)
-    assert pages == [(1, 7, False), (None, 7, False), (None, 7, False)]
+    assert seen == [admin.user_id, *sorted(ids)]  # the admin the test acts as is a user too
+    assert pages == [(1, 8, False), (None, 8, False), (None, 8, False)]
 
 
 def test_the_last_page_has_next_null_and_no_link_header(store, client):
     store.add_users(*USERS_7)
 
-    response = client.get("/api/users?per_page=7")
+    response = client.get("/api/users?per_page=8")
 
-    assert len(response.get_json()["items"]) == 7
+    assert len(response.get_json()["items"]) == 8  # the admin and 7 users
     assert response.get_json()["next"] is None
     assert "Link" not in response.headers
 
@@ -96,7 +96,7 @@ def test_users_created_after_a_cursor_was_issued_appear_at_the_end(store, client
     store.add_users(("Late", "late@example.com"))
     second = client.get(first["next"]).get_json()
 
-    assert [user["name"] for user in second["items"]] == ["User 4", "Late"]
+    assert [user["name"] for user in second["items"]] == ["User 3", "User 4", "Late"]  # after the admin, 1, 2
 
 
 # -- a bad cursor -------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_the_total_is_exact_and_not_capped_below_the_cap(store, client):
 
     body = client.get("/api/users").get_json()
 
-    assert (body["total"], body["total_capped"]) == (7, False)
+    assert (body["total"], body["total_capped"]) == (8, False)  # and the admin
 
 
 def test_past_the_cap_of_10_000_the_total_is_the_cap_marked_capped(store, client):
@@ -166,7 +166,7 @@ def test_past_the_cap_of_10_000_the_total_is_the_cap_marked_capped(store, client
 
 def test_exactly_the_cap_is_still_an_exact_total(store, client, app):
     app.config["LIST_TOTAL_CAP"] = 5
-    store.add_users(*USERS_7[:5])
+    store.add_users(*USERS_7[:4])  # and the admin: 5
 
     body = client.get("/api/users").get_json()
 
@@ -191,8 +191,8 @@ def test_the_next_link_goes_on_past_the_cap(store, client, app):
 
     last = client.get("/api/users?page=3&per_page=2").get_json()
 
-    assert [user["name"] for user in last["items"]] == ["User 5", "User 6"]
-    assert [user["name"] for user in client.get(last["next"]).get_json()["items"]] == ["User 7"]
+    assert [user["name"] for user in last["items"]] == ["User 4", "User 5"]  # the admin was first
+    assert [user["name"] for user in client.get(last["next"]).get_json()["items"]] == ["User 6", "User 7"]
 
 
 # -- the HTML list ------------------------------------------------------------------
@@ -215,6 +215,7 @@ def test_the_html_list_follows_an_api_cursor_without_a_page_number(store, client
     page = client.get("/users", query_string={"cursor": cursor})
 
     assert page.status_code == 200
-    assert "User 21<" in page.text and "User 40<" in page.text
-    assert "User 41<" not in page.text and "Page " not in page.text
+    # The API's first page was the admin and Users 1 to 19.
+    assert "User 20<" in page.text and "User 39<" in page.text
+    assert "User 40<" not in page.text and "Page " not in page.text
     assert 'rel="next" href="/users?cursor=' in page.text

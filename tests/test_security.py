@@ -5,6 +5,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from helpers import ADMIN_NAME, signed_in
+
 ADA = ("Ada Lovelace", "ada@example.com")
 OBRIEN = ("Conan O'Brien", "conan@example.com")
 RESPONSES = {  # one of every kind: (method, path, request arguments, status)
@@ -25,12 +27,12 @@ RESPONSES = {  # one of every kind: (method, path, request arguments, status)
 
 
 @pytest.fixture
-def production_app(make_app, database_url, _schema, monkeypatch):
+def production_app(make_app, database_url, _schema, committing, monkeypatch):
     """APP_ENV=production on the test database, with FLASK_DEBUG=1 in the way."""
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a-production-key-for-tests-only")
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    app = make_app(DATABASE_URL=database_url)
+    app = signed_in(make_app(DATABASE_URL=database_url))
 
     @app.get("/explode")
     @app.get("/api/explode")
@@ -141,7 +143,7 @@ def test_there_is_no_sort_parameter_to_inject_into(store, client):
 
     body = client.get("/api/users", query_string=query).get_json()
 
-    assert [user["name"] for user in body["items"]] == ["Conan O'Brien", "Ada Lovelace"]  # id order
+    assert [user["name"] for user in body["items"]] == [ADMIN_NAME, "Conan O'Brien", "Ada Lovelace"]  # id order
     assert store.count() == 2
 
 

@@ -6,7 +6,7 @@ from flask import Flask
 
 import config
 
-from . import api, cli, db, errors, pages, security
+from . import api, auth, cli, db, errors, pages, security
 from .api import openapi
 from .domain import audit
 from .ops import health, metrics, observability, session_events
@@ -24,6 +24,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
 
     db.init_app(app)
+    auth.init_app(app)
     audit.init_app(app)
     session_events.init_app(app)
     metrics.init_app(app)

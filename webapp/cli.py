@@ -1,5 +1,5 @@
 """Flask CLI commands: `db upgrade|downgrade|current`, `init-db`, `seed-users N`,
-`import-users FILE`.
+`import-users FILE`, `create-admin EMAIL`, `create-token EMAIL`.
 
 Each command runs inside an application context (with_appcontext, also under the
 test runner), so the same teardown that ends a request's session ends theirs.
@@ -12,13 +12,17 @@ import sys
 from typing import IO, Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
+from marshmallow import ValidationError
+from sqlalchemy import select
 
 from . import migrations
 from .bulk import imports, inserts
 from .db import Session
-from .domain.schemas import IMPORT_MODES
+from .domain import accounts
+from .domain.models import users_table
+from .domain.schemas import IMPORT_MODES, user_schema
 
 FIRST_NAMES = [
     "Ada",
@@ -68,6 +72,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(init_db)
     app.cli.add_command(seed_users)
     app.cli.add_command(import_users)
+    app.cli.add_command(create_admin)
+    app.cli.add_command(create_token)
 
 
 @db.command("upgrade")
@@ -178,3 +184,46 @@ def _regular_file_size(file: IO[bytes]) -> int | None:
     except (OSError, ValueError):
         return None
     return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+@click.command("create-admin")
+@click.argument("email")
+@click.option("--name", help="The user's name (a new user's defaults to the part of EMAIL before the @).")
+@with_appcontext
+def create_admin(email: str, name: str | None) -> None:
+    """Make EMAIL an admin, creating the user if needed, and set its password:
+    read from standard input when that is not a terminal, else asked for twice."""
+    try:
+        fields = user_schema.load({"email": email, "name": name or email.partition("@")[0] or email})
+    except ValidationError as error:
+        raise click.BadParameter(_problems(error)) from None
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        user_schema.load({"password": password}, partial=True)
+    except ValidationError as error:
+        raise click.UsageError(_problems(error)) from None
+    user, created = accounts.make_admin(fields["email"], name and fields["name"], password)
+    click.echo(f"{'Created' if created else 'Promoted'} {user.email} (id {user.id}) as an admin.")
+
+
+@click.command("create-token")
+@click.argument("email")
+@click.option("--name", "label", default="API token", show_default=True, help="What the token is for.")
+@click.option("--days", type=click.IntRange(min=1, max=3650), help="Lifetime in days (default: API_TOKEN_DAYS).")
+@with_appcontext
+def create_token(email: str, label: str, days: int | None) -> None:
+    """Print a new API token for EMAIL's user, alone on the last line."""
+    user = Session().execute(select(users_table.c.id).where(users_table.c.email == email.strip().lower())).one_or_none()
+    if user is None:
+        raise click.UsageError(f"There is no user with the email {email}.")
+    token, secret = accounts.new_token(user.id, label, days or current_app.config["API_TOKEN_DAYS"])
+    click.echo(f"Token {token.id} ({token.name}) for {email}, valid until {token.expires_at:%Y-%m-%d %H:%M} UTC:")
+    click.echo(secret)
+
+
+def _problems(error: ValidationError) -> str:
+    messages = error.messages if isinstance(error.messages, dict) else {"input": error.messages}
+    return "; ".join(f"{field}: {' '.join(map(str, problems))}" for field, problems in messages.items())

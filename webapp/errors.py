@@ -81,7 +81,9 @@ def error_response(error: HTTPException) -> Response:
             ),
             status=status,
         )
+    # Headers an error brings along (WWW-Authenticate on a 401, Retry-After on a 429);
     # 405 must say what is allowed; 503 when to come back.
+    response.headers.update(getattr(error, "response_headers", {}))
     valid_methods = getattr(error, "valid_methods", None)  # a MethodNotAllowed's
     if valid_methods:
         response.headers["Allow"] = ", ".join(valid_methods)

@@ -13,6 +13,7 @@ import shutil
 import pytest
 from playwright.sync_api import sync_playwright
 
+from helpers import ADMIN_EMAIL, ADMIN_PASSWORD
 from server import ROOT, Server
 
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
@@ -70,9 +71,21 @@ def site(server, committing):
 
 @pytest.fixture
 def context(browser, site):
+    """A browser signed in as the admin the test acts as, through the login form."""
     context = browser.new_context(base_url=site, viewport=DESKTOP)
+    sign_in(context)
     yield context
     context.close()
+
+
+def sign_in(context, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
+    page = context.new_page()
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/users")
+    page.close()
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ carries an ETag; writes honour If-Match, reads If-None-Match (conditional.py).
 
 from flask import Blueprint
 
-bp = Blueprint("api", __name__, url_prefix="/api")
+from ..auth import require_token
 
-from . import users  # noqa: E402,F401  (registers the routes on bp)
+bp = Blueprint("api", __name__, url_prefix="/api")
+bp.before_request(require_token)
+
+from . import tokens, users  # noqa: E402,F401  (register the routes on bp)

@@ -24,6 +24,7 @@ from ..domain.schemas import (
     PageArgsSchema,
     ProblemSchema,
     SearchArgsSchema,
+    TokenSchema,
     UserPageSchema,
     UserSchema,
 )
@@ -83,12 +84,21 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.schema("AuditPage", schema=AuditPageSchema)
     spec.components.schema("ImportReport", schema=ImportReportSchema)
     spec.components.schema("ImportProblem", schema=ImportProblemSchema)
+    spec.components.schema("Token", schema=TokenSchema)
+    spec.components.security_scheme(
+        "bearerToken", {"type": "http", "scheme": "bearer", "description": "An API token: POST /api/tokens makes one."}
+    )
+    spec.components.security_scheme(
+        "emailPassword", {"type": "http", "scheme": "basic", "description": "Email and password, to make a token."}
+    )
 
     described = operations()
     paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():  # in the order the blueprints declare them
         if rule.endpoint in described:
             method, operation = described[rule.endpoint]
+            if rule.endpoint.startswith("api."):
+                _needs_a_token(operation)
             paths.setdefault(openapi_path(rule.rule), {})[method] = operation
     for path, path_operations in paths.items():
         spec.path(path=path, operations=path_operations)
@@ -99,6 +109,21 @@ def build_spec(app: Flask) -> dict[str, Any]:
 def openapi_path(rule: str) -> str:
     """A werkzeug rule as an OpenAPI path: /api/users/<id:user_id> -> /api/users/{user_id}."""
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _needs_a_token(operation: dict[str, Any]) -> None:
+    """Every operation of the API blueprint: a bearer token, 401 without a good one,
+    403 where the role does not allow it."""
+    operation.setdefault("security", [{"bearerToken": []}])
+    challenge = {
+        "WWW-Authenticate": {"description": 'How to authenticate: `Bearer realm="api"`.', "schema": {"type": "string"}}
+    }
+    operation["responses"].setdefault(
+        "401", _problem("No token, or one that is unknown, expired or revoked.", headers=challenge)
+    )
+    operation["responses"].setdefault("403", _problem("Your role does not allow this (members read, admins write)."))
+    if any(p.get("in") == "header" and p.get("name", "").startswith("If-") for p in operation.get("parameters", [])):
+        operation["responses"].setdefault("400", _problem("A conditional header is not a list of entity-tags."))
 
 
 # -- what each endpoint does ----------------------------------------------------------
@@ -128,7 +153,9 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
     not_found = _problem("There is no user with this id.")
     body_errors = {
         "400": _problem("The body is not well-formed JSON."),
-        "409": _problem("Another user has this email address; `errors.email` says so."),
+        "409": _problem(
+            "Another user has this email address (`errors.email` says so), or the change would leave no admin."
+        ),
         "413": _problem("The body is larger than MAX_CONTENT_LENGTH."),
         "415": _problem("The body is not `application/json`."),
         "422": _problem("Invalid or unknown fields; `errors` has the messages per field."),
@@ -270,6 +297,7 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                 "responses": {
                     "204": {"description": "Deleted; no body."},
                     "404": not_found,
+                    "409": _problem("This is the last admin."),
                     "412": stale,
                     "503": unavailable,
                 },
@@ -337,6 +365,63 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                         "rows were rejected (`rejected`).",
                         "content": {PROBLEM_JSON: {"schema": ImportProblemSchema}},
                     },
+                    "503": unavailable,
+                },
+            },
+        ),
+        "api.create_token": (
+            "post",
+            {
+                "operationId": "createToken",
+                "tags": ["tokens"],
+                "summary": "Make an API token",
+                "description": "With your email and password (HTTP Basic) or a token you have. The secret, "
+                "`token`, is in this answer only. After 5 failed sign-ins for an email within 15 minutes, "
+                "further attempts for it get 429 until the window passes.",
+                "security": [{"emailPassword": []}, {"bearerToken": []}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": TokenSchema}}},
+                "responses": {
+                    "201": _json("The new token, its secret included.", TokenSchema),
+                    "400": _problem("The body is not well-formed JSON."),
+                    "415": _problem("The body is not `application/json`."),
+                    "422": _problem("Invalid or unknown fields."),
+                    "429": _problem(
+                        "Too many failed sign-ins for this email.",
+                        headers={"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+                    ),
+                    "503": unavailable,
+                },
+            },
+        ),
+        "api.list_tokens": (
+            "get",
+            {
+                "operationId": "listTokens",
+                "tags": ["tokens"],
+                "summary": "Your tokens, without their secrets",
+                "responses": {
+                    "200": _json(
+                        "Newest first; revoked ones left out.",
+                        {
+                            "type": "object",
+                            "properties": {"items": {"type": "array", "items": TokenSchema}},
+                            "required": ["items"],
+                        },
+                    ),
+                    "503": unavailable,
+                },
+            },
+        ),
+        "api.revoke_token": (
+            "delete",
+            {
+                "operationId": "revokeToken",
+                "tags": ["tokens"],
+                "summary": "Revoke a token (an admin: anyone's)",
+                "parameters": [{**user_id, "name": "token_id", "description": "The token's id."}],
+                "responses": {
+                    "204": {"description": "Revoked."},
+                    "404": _problem("You have no such token."),
                     "503": unavailable,
                 },
             },

@@ -8,10 +8,11 @@ honour If-Match (412 when stale), reads If-None-Match (304): see conditional.py.
 from typing import Any
 
 from flask import Response, jsonify, request, url_for
-from werkzeug.exceptions import NotFound, UnsupportedMediaType
+from werkzeug.exceptions import Forbidden, NotFound, UnsupportedMediaType
 
+from .. import auth
 from ..bulk import exports, imports
-from ..domain import audit, users
+from ..domain import accounts, audit, users
 from ..domain.schemas import (
     audit_page_schema,
     encode_cursor,
@@ -23,7 +24,7 @@ from ..domain.schemas import (
     user_page_schema,
     user_schema,
 )
-from ..errors import problem
+from ..errors import InvalidInput, problem
 from . import bp
 from .conditional import etag, expected_versions, not_modified
 
@@ -70,6 +71,7 @@ def list_users() -> Response:
 
 @bp.post("/users")
 def create_user() -> Response:
+    auth.require_admin("create users")
     user = users.create_user(user_schema.load(request.get_json()))
     response = user_response(user, 201)
     response.headers["Location"] = url_for(".get_user", user_id=user.id)
@@ -84,19 +86,41 @@ def get_user(user_id: int) -> Response:
 
 @bp.put("/users/<id:user_id>")
 def replace_user(user_id: int) -> Response:
+    """Every field at once (role and password stay as they are unless given): an admin's."""
+    auth.require_admin("replace a user")
     fields = user_schema.load(request.get_json())
-    return user_response(users.update_user(user_id, fields, expected_versions(user_id)))
+    user = users.update_user(user_id, fields, expected_versions(user_id))
+    auth.forget_user(user_id)
+    return user_response(user)
 
 
 @bp.patch("/users/<id:user_id>")
 def update_user(user_id: int) -> Response:
+    """Some fields. A member may change their own name, and their own password
+    with `current_password`; an admin anything of anyone."""
+    acting = auth.account()
+    if not acting.is_admin and acting.id != user_id:
+        raise Forbidden("A member may change only their own name and password.")
     fields = user_schema.load(request.get_json(), partial=True)
-    return user_response(users.update_user(user_id, fields, expected_versions(user_id)))
+    if not acting.is_admin:
+        if fields.keys() - MEMBER_MAY_CHANGE:
+            raise Forbidden("A member may change only their own name and password.")
+        if "password" in fields and not accounts.password_is(user_id, fields.get("current_password")):
+            raise InvalidInput({"current_password": ["Give your current password to set a new one."]})
+    user = users.update_user(user_id, fields, expected_versions(user_id))
+    if "role" in fields:
+        auth.forget_user(user_id)
+    return user_response(user)
+
+
+MEMBER_MAY_CHANGE = frozenset({"name", "password", "current_password"})
 
 
 @bp.delete("/users/<id:user_id>")
 def delete_user(user_id: int) -> tuple[str, int]:
+    auth.require_admin("delete users")
     users.delete_user(user_id, expected_versions(user_id))
+    auth.forget_user(user_id)
     return "", 204
 
 
@@ -107,18 +131,20 @@ def user_history(user_id: int) -> Response:
     history = audit.history(user_id, **args)
     if history.total == 0:
         raise NotFound(f"There is no history for a user with id {user_id}.")
-    return jsonify(audit_page_schema.dump(history))
+    return jsonify(audit_page_schema.dump({**vars(history), "items": [entry._mapping for entry in history.items]}))
 
 
 @bp.get("/users.csv")
 def export_users() -> Response:
-    """Every user matching `q`, as a streamed CSV file."""
+    """Every user matching `q`, as a streamed CSV file: an admin's."""
+    auth.require_admin("export users")
     return exports.csv_response(**search_args_schema.load(request.args))
 
 
 @bp.post("/users/import")
 def import_users() -> Response:
     """Bulk create from a text/csv body or a JSON array; ?mode=atomic (default) or partial."""
+    auth.require_admin("import users")
     mode = import_args_schema.load(request.args)["mode"]
     if request.mimetype == "text/csv":
         rows = imports.read_csv(request.stream)

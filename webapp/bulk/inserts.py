@@ -18,7 +18,6 @@ from ..db import Session
 from ..domain import audit
 from ..domain.audit import AUDITED
 from ..domain.models import UTCDateTime, users_table, utcnow
-from ..ops import request_id
 from .jsonrows import json_rows
 
 
@@ -55,7 +54,7 @@ def _insert_new(dialect: str) -> Executable:
         insert(users)
         .from_select(["name", "email", "created_at", "updated_at"], rows)
         .on_conflict_do_nothing(index_elements=[users.c.email])
-        .returning(users.c.id, users.c.name, users.c.email)
+        .returning(users.c.id, users.c.name, users.c.email, users.c.role)
     )
 
 
@@ -68,7 +67,7 @@ def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]], at: da
     """
     if users:
         statement = _audit_rows(session.get_bind().dialect.name)
-        session.connection().execute(statement, {"users": users, "at": at, "request_id": request_id.current()})
+        session.connection().execute(statement, {"users": users, **audit.stamps(at)})
 
 
 @cache

@@ -12,16 +12,34 @@ from itertools import chain
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import ColumnElement, Insert, String, bindparam, event, func, insert, inspect, literal, null, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Insert,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    event,
+    func,
+    insert,
+    inspect,
+    literal,
+    null,
+    select,
+)
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..db import Session
 from ..ops import request_id
-from .models import AuditEntry, User, UTCDateTime, audit_table, utcnow
+from .accounts import acting_user_id
+from .models import User, UTCDateTime, audit_table, users_table, utcnow
 from .paging import Page
 
-AUDITED = ("name", "email")
+# The fields whose old and new values the history keeps. The password is not one:
+# a change of it is recorded as {"password": [null, "changed"]}, never a hash.
+AUDITED = ("name", "email", "role")
 
 
 def init_app(app: Flask) -> None:
@@ -40,26 +58,50 @@ def record(
     """Write audit rows for (user id, {field: [old, new]}) pairs in the session's transaction."""
     rows = [{"user_id": user_id, "action": action, "changes": changes} for user_id, changes in entries]
     if rows:
-        at, rid = at or utcnow(), request_id.current()
+        at, rid, actor = at or utcnow(), request_id.current(), acting_user_id()
         for row in rows:
-            row["at"], row["request_id"] = at, rid
+            row["at"], row["request_id"], row["actor_id"] = at, rid, actor
         session.connection().execute(INSERT, rows)
 
 
 def inserted(dialect: str, users: Mapping[str, ColumnElement[Any]] | ReadOnlyColumnCollection[str, Any]) -> Insert:
     """INSERT INTO audit_log ... SELECT: an insert's audit row for each user that
-    `users` (its id, name and email columns, from any FROM) yields, with the same
-    {field: [null, value]} as `record` writes; `at` and `request_id` are bound later."""
+    `users` (its id and AUDITED columns, from any FROM) yields, with the same
+    {field: [null, value]} as `record` writes; `at`, `request_id` and `actor_id`
+    are bound later."""
     build_object, build_array = _json_builders(dialect)
     changes = build_object(*chain.from_iterable((literal(name), build_array(null(), users[name])) for name in AUDITED))
-    rows = select(
-        users["id"],
-        literal("insert"),
-        changes,
-        bindparam("at", type_=UTCDateTime),
-        bindparam("request_id", type_=String),
-    )
-    return INSERT.from_select(["user_id", "action", "changes", "at", "request_id"], rows)
+    return _insert_from(select(users["id"], literal("insert"), changes, *_STAMPS))
+
+
+def inserted_one(user_id: ColumnElement[Any]) -> Insert:
+    """INSERT INTO audit_log ... SELECT: the insert's audit row of one user, its
+    changes bound as the JSON parameter `changes`."""
+    return _insert_from(select(user_id, literal("insert"), bindparam("changes", type_=JSON), *_STAMPS))
+
+
+_STAMPS = (
+    bindparam("at", type_=UTCDateTime),
+    bindparam("request_id", type_=String),
+    bindparam("actor_id", type_=Integer),
+)
+
+
+def _insert_from(rows: Select[Any]) -> Insert:
+    return INSERT.from_select(["user_id", "action", "changes", "at", "request_id", "actor_id"], rows)
+
+
+def stamps(at: datetime) -> dict[str, Any]:
+    """The values of the bound stamps of `inserted`: when, which request, who."""
+    return {"at": at, "request_id": request_id.current(), "actor_id": acting_user_id()}
+
+
+def insert_changes(fields: Mapping[str, Any], password_set: bool) -> dict[str, list[Any]]:
+    """{field: [null, value]} of a new user, as the history keeps them."""
+    changes = {name: [None, fields[name]] for name in AUDITED}
+    if password_set:
+        changes["password"] = [None, "set"]
+    return changes
 
 
 def _json_builders(dialect: str) -> tuple[Any, Any]:
@@ -75,7 +117,11 @@ def _after_flush(session: OrmSession, flush_context: Any) -> None:
     record(
         session,
         "insert",
-        ((u.id, {f: [None, getattr(u, f)] for f in AUDITED}) for u in session.new if isinstance(u, User)),
+        (
+            (u.id, insert_changes({f: getattr(u, f) for f in AUDITED}, u.password_hash is not None))
+            for u in session.new
+            if isinstance(u, User)
+        ),
     )
     record(
         session, "update", ((u.id, changes) for u in session.dirty if isinstance(u, User) and (changes := _changes(u)))
@@ -97,16 +143,24 @@ def _changes(user: User) -> dict[str, list[Any]]:
             new = history.added[0] if history.added else None
             if old != new:
                 changes[name] = [old, new]
+    if state.attrs.password_hash.history.has_changes():
+        changes["password"] = [None, "changed"]
     return changes
 
 
 def history(user_id: int, page: int, per_page: int) -> Page:
-    """One page of a user's audit rows, newest first. Paged by number only: the
+    """One page of a user's audit rows, newest first, each with its actor's name
+    (None for system work, or an actor deleted since). Paged by number only: the
     page has no next_after, so ask `page < pages` rather than `has_next`."""
     session = Session()
-    where = AuditEntry.user_id == user_id
-    total = session.scalar(select(func.count()).select_from(AuditEntry).where(where)) or 0
-    entries = session.scalars(
-        select(AuditEntry).where(where).order_by(AuditEntry.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    where = audit_table.c.user_id == user_id
+    total = session.scalar(select(func.count()).select_from(audit_table).where(where)) or 0
+    entries = session.execute(
+        select(*audit_table.c, users_table.c.name.label("actor_name"))
+        .outerjoin(users_table, users_table.c.id == audit_table.c.actor_id)
+        .where(where)
+        .order_by(audit_table.c.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
     ).all()
     return Page(items=list(entries), page=page, per_page=per_page, total=total)

@@ -3,7 +3,19 @@
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Dialect, Index, Integer, String, Table, TypeDecorator, text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    TypeDecorator,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,9 +71,15 @@ class User(Base):
     # Bumped by SQLAlchemy on every UPDATE, which also checks it in the WHERE clause:
     # a write based on a stale read matches no row instead of overwriting silently.
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # The users are also the accounts: admin or member (accounts.ROLES).
+    role: Mapped[str] = mapped_column(String(10), server_default=text("'member'"))
+    # Without one a user cannot sign in (imported users, for one). Never answered,
+    # logged or kept in the history (it records "password changed").
+    password_hash: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         Index("uq_users_email", "email", unique=True),
+        CheckConstraint("role IN ('admin', 'member')", name="ck_users_role"),
         # Substring search (ILIKE '%fragment%') on PostgreSQL: trigram GIN indexes.
         # SQLite has no such index and scans; see postgresql_only.
         postgresql_only(
@@ -92,12 +110,43 @@ class AuditEntry(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # Who did it: the signed-in user, or null for the CLI and other system work.
+    # Not a foreign key either: an actor deleted since stays named by id.
+    actor_id: Mapped[int | None]
 
     # A user's history is read newest first.
     __table_args__ = (Index("ix_audit_log_user_id_id", "user_id", "id"),)
+
+
+class ApiToken(Base):
+    """A bearer token for the API. The secret is shown once, when it is made, and
+    kept only as its SHA-256: 32 random bytes need no slow hash to resist guessing."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SignInFailures(Base):
+    """Failed sign-ins per email in the current window, shared by every worker and
+    instance: the count that turns further attempts away (accounts.SIGN_IN_LIMIT)."""
+
+    __tablename__ = "sign_in_failures"
+
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    failures: Mapped[int]
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 # The tables themselves, for Core statements that build no ORM object (reads
 # answered as rows, bulk inserts, the audit rows written by the database).
 users_table = cast(Table, User.__table__)
 audit_table = cast(Table, AuditEntry.__table__)
+tokens_table = cast(Table, ApiToken.__table__)
+failures_table = cast(Table, SignInFailures.__table__)

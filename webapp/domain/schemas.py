@@ -15,6 +15,14 @@ from flask import current_app
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ..routing import MAX_ID
+from .accounts import PASSWORD_LENGTH, ROLES
+
+_PASSWORD = validate.Length(
+    min=PASSWORD_LENGTH[0],
+    max=PASSWORD_LENGTH[1],
+    error=f"Must be between {PASSWORD_LENGTH[0]} and {PASSWORD_LENGTH[1]} characters.",
+)
+_NAME_LENGTH = validate.Length(min=1, max=100, error="Must be between 1 and 100 characters.")
 
 # Unicode category Cc: the C0 controls, DEL and the C1 controls.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -47,22 +55,25 @@ class NormalizedEmail(fields.Email):
         return _printable(super()._deserialize(value, attr, data, **kwargs).strip().lower())
 
 
-class UserSchema(Schema):
-    class Meta:
-        unknown = RAISE
+class RecordSchema(Schema):
+    """A schema dumped from rows (mappings) on every read and list, and from ORM
+    objects after a write: one lookup per field, not marshmallow's general search."""
 
     def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
-        # Dumped from rows (mappings) on every read and list, from User objects
-        # after a write: one lookup, instead of marshmallow's general search.
         try:
             return obj[attr]
         except TypeError:
             return getattr(obj, attr, default)
 
+
+class UserSchema(RecordSchema):
+    class Meta:
+        unknown = RAISE
+
     id = fields.Integer(dump_only=True)
     name = TrimmedString(
         required=True,
-        validate=validate.Length(min=1, max=100, error="Must be between 1 and 100 characters."),
+        validate=_NAME_LENGTH,
         metadata={"description": "Trimmed; no control characters."},
     )
     email = NormalizedEmail(
@@ -70,23 +81,102 @@ class UserSchema(Schema):
         validate=validate.Length(max=254, error="Must be at most 254 characters."),
         metadata={"description": "Trimmed and stored lower-case; unique whatever its case."},
     )
+    role = fields.String(
+        validate=validate.OneOf(ROLES),
+        metadata={"description": "admin or member (the default). Only an admin may set it."},
+    )
+    password = fields.String(
+        load_only=True,
+        validate=_PASSWORD,
+        metadata={"description": "Write-only: set by an admin, or by a member for themselves with current_password."},
+    )
+    current_password = fields.String(
+        load_only=True, metadata={"description": "A member changing their own password: the one they have now."}
+    )
     created_at = fields.DateTime(dump_only=True, format="iso", metadata={"description": "UTC."})
     updated_at = fields.DateTime(dump_only=True, format="iso", metadata={"description": "UTC."})
 
 
-class UserFormSchema(UserSchema):
-    """The edit form: the user's fields plus the version the form was rendered from."""
+class UserFormSchema(Schema):
+    """The edit form: name and email (name only for a member's own page) and the
+    version the form was rendered from."""
 
+    class Meta:
+        unknown = RAISE
+
+    name = UserSchema._declared_fields["name"]
+    email = UserSchema._declared_fields["email"]
     version = fields.Integer(required=True, load_only=True, validate=validate.Range(min=1))
 
 
-class AuditEntrySchema(Schema):
+class NewPasswordSchema(Schema):
+    """A password typed twice (the setup and password forms), and the current one
+    when a member changes their own."""
+
+    class Meta:
+        unknown = RAISE
+
+    password = fields.String(required=True, validate=_PASSWORD)
+    password_again = fields.String(required=True)
+    current_password = fields.String(load_default=None)
+
+    @validates_schema
+    def typed_twice_the_same(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("password") != data.get("password_again"):
+            raise ValidationError("The two passwords differ.", "password_again")
+
+
+class SetupSchema(NewPasswordSchema):
+    """The first admin: who, and their password twice."""
+
+    name = UserSchema._declared_fields["name"]
+    email = UserSchema._declared_fields["email"]
+
+
+class SignInSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the CSRF token and `next` ride along
+
+    email = fields.String(required=True, validate=validate.Length(min=1, max=254))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=PASSWORD_LENGTH[1]))
+
+
+class RoleSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class TokenSchema(Schema):
+    """An API token. `token`, the secret, is in the answer that makes it and nowhere else."""
+
+    id = fields.Integer(dump_only=True)
+    name = TrimmedString(
+        load_default="API token",
+        validate=validate.Length(min=1, max=100, error="Must be between 1 and 100 characters."),
+    )
+    days = fields.Integer(
+        load_only=True,
+        load_default=None,
+        validate=validate.Range(min=1, max=3650),
+        metadata={"description": "Lifetime in days; API_TOKEN_DAYS (30) unless given."},
+    )
+    token = fields.String(dump_only=True, metadata={"description": "Shown once: send it as Authorization: Bearer."})
+    created_at = fields.DateTime(dump_only=True, format="iso")
+    expires_at = fields.DateTime(dump_only=True, format="iso")
+
+
+class AuditEntrySchema(RecordSchema):
     id = fields.Integer(required=True)
     user_id = fields.Integer(required=True)
     action = fields.String(required=True, validate=validate.OneOf(("insert", "update", "delete")))
     changes = fields.Dict(required=True, metadata={"description": "{field: [old, new]}; null where absent."})
     at = fields.DateTime(format="iso", required=True)
     request_id = fields.String(required=True, allow_none=True)
+    actor_id = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "Who did it; null for the CLI and system work."}
+    )
 
 
 class QueryArgsSchema(Schema):
@@ -250,3 +340,8 @@ import_args_schema = ImportArgsSchema()
 import_report_schema = ImportReportSchema()
 user_page_schema = UserPageSchema()
 audit_page_schema = AuditPageSchema()
+new_password_schema = NewPasswordSchema()
+setup_schema = SetupSchema()
+sign_in_schema = SignInSchema()
+role_schema = RoleSchema()
+token_schema = TokenSchema()

@@ -16,8 +16,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
 
 from ..db import Session
-from ..ops import request_id
-from . import audit
+from . import accounts, audit
 from .models import User, UTCDateTime, users_table, utcnow
 from .paging import Page
 
@@ -143,20 +142,18 @@ def create_user(fields: dict[str, Any]) -> Row[Any]:
     """
     session = Session()
     dialect = session.get_bind().dialect.name
+    password = fields.get("password")
+    values = {"name": fields["name"], "email": fields["email"], "role": fields.get("role", "member")}
+    changes = audit.insert_changes(values, password_set=password is not None)
     now = utcnow()
+    params = {f"new_{name}": value for name, value in values.items()}
+    params["new_password_hash"] = accounts.hash_password(password) if password is not None else None
     try:
         user = session.execute(
-            _insert_one(dialect),
-            {
-                "new_name": fields["name"],
-                "new_email": fields["email"],
-                "now": now,
-                "at": now,
-                "request_id": request_id.current(),
-            },
+            _insert_one(dialect), {**params, "now": now, "changes": changes, **audit.stamps(now)}
         ).one()
         if dialect != "postgresql":
-            audit.record(session, "insert", [(user.id, {f: [None, getattr(user, f)] for f in audit.AUDITED})], at=now)
+            audit.record(session, "insert", [(user.id, changes)], at=now)
         session.commit()
     except IntegrityError as error:
         session.rollback()
@@ -172,31 +169,49 @@ def _insert_one(dialect: str) -> Executable:
     now = bindparam("now", type_=UTCDateTime)
     new = (
         insert(users)
-        .values(name=bindparam("new_name"), email=bindparam("new_email"), created_at=now, updated_at=now)
+        .values(
+            name=bindparam("new_name"),
+            email=bindparam("new_email"),
+            role=bindparam("new_role"),
+            password_hash=bindparam("new_password_hash"),
+            created_at=now,
+            updated_at=now,
+        )
         .returning(*users.c)
     )
     if dialect != "postgresql":
         return new
     created = new.cte("created")
-    return select(*created.c).add_cte(audit.inserted(dialect, created.c).cte("logged"))
+    return select(*created.c).add_cte(audit.inserted_one(created.c.id).cte("logged"))
 
 
 def update_user(user_id: int, fields: dict[str, Any], versions: Collection[int] | None = None) -> User:
-    """Change the given fields of a user and commit.
+    """Change the given fields of a user and commit; `password` is stored hashed.
 
     `versions`, when given, are the versions the caller's change was based on;
     if the current version is not among them nothing is changed (VersionMismatch).
+    The last admin cannot become a member (LastAdmin, a 409).
     """
     user = _current(user_id, versions)
+    fields = dict(fields)
+    password = fields.pop("password", None)
+    fields.pop("current_password", None)
+    if user.role == "admin" and fields.get("role", "admin") != "admin":
+        accounts.ensure_another_admin(user_id)
     for name, value in fields.items():
         setattr(user, name, value)
+    if password is not None:
+        user.password_hash = accounts.hash_password(password)
     _commit()
     return user
 
 
 def delete_user(user_id: int, versions: Collection[int] | None = None) -> User:
-    """Delete a user and commit; `versions` as for update_user. Returns the deleted user."""
+    """Delete a user and commit; `versions` as for update_user. Returns the deleted
+    user. The last admin cannot be deleted (LastAdmin, a 409)."""
     user = _current(user_id, versions)
+    if user.role == "admin":
+        accounts.ensure_another_admin(user_id)
     Session().delete(user)
     _commit()
     return user

@@ -6,9 +6,11 @@ form with what was typed and a message under each bad field, nothing written.
 
 from flask import Blueprint
 
+from ..auth import require_sign_in
 from ..security import protect_forms
 
 bp = Blueprint("pages", __name__)
+bp.before_request(require_sign_in)
 protect_forms(bp)
 
-from . import users  # noqa: E402,F401  (registers the routes on bp)
+from . import account, users  # noqa: E402,F401  (register the routes on bp)

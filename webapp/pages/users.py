@@ -6,13 +6,14 @@ form with what was typed and a message under each bad field, nothing written.
 
 from typing import Any
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
+from .. import auth
 from ..bulk import exports, imports
-from ..domain import audit, users
+from ..domain import accounts, audit, users
 from ..domain.models import User
 from ..domain.schemas import (
     encode_cursor,
@@ -45,16 +46,19 @@ def list_users() -> str:
 
 @bp.get("/users.csv")
 def export_users() -> Response:
+    auth.require_admin("export users")
     return exports.csv_response(**search_args_schema.load(request.args))
 
 
 @bp.get("/users/import")
 def import_form() -> str:
+    auth.require_admin("import users")
     return render_template("users/import.html", mode="atomic", error=None)
 
 
 @bp.post("/users/import")
 def import_users() -> tuple[str, int]:
+    auth.require_admin("import users")
     mode = import_args_schema.load(request.form)["mode"]
     upload = request.files.get("file")
     if upload is None or not upload.filename:
@@ -81,11 +85,13 @@ def too_large(error: RequestEntityTooLarge) -> Response | tuple[str, int]:
 
 @bp.get("/users/new")
 def new_user() -> tuple[str, int]:
+    auth.require_admin("create users")
     return _form(values={}, errors={}, status=200)
 
 
 @bp.post("/users")
 def create_user() -> Response | tuple[str, int]:
+    auth.require_admin("create users")
     values = _submitted()
     try:
         user = users.create_user(user_schema.load(values))
@@ -97,13 +103,25 @@ def create_user() -> Response | tuple[str, int]:
 
 @bp.get("/users/<id:user_id>")
 def show_user(user_id: int) -> str:
-    user = users.get_user(user_id)
+    return render_user(users.get_user(user_id))
+
+
+def render_user(user: User, **errors: Any) -> str:
+    """A user's page: the record, what the viewer may do with it, its history."""
     args = page_args_schema.load(request.args)
-    return render_template("users/show.html", user=user, history=audit.history(user_id, **args))
+    return render_template(
+        "users/show.html",
+        user=user,
+        history=audit.history(user.id, **args),
+        password_errors={},
+        role_errors={},
+        **errors,
+    )
 
 
 @bp.get("/users/<id:user_id>/edit")
 def edit_user(user_id: int) -> tuple[str, int]:
+    _may_edit(user_id)
     user = users.get_user(user_id)
     values = {"name": user.name, "email": user.email, "version": user.version}
     return _form(values, errors={}, status=200, user=user)
@@ -111,7 +129,10 @@ def edit_user(user_id: int) -> tuple[str, int]:
 
 @bp.post("/users/<id:user_id>/edit")
 def update_user(user_id: int) -> Response | tuple[str, int]:
+    _may_edit(user_id)
     values = _submitted()
+    if not auth.account().is_admin:  # a member's own page: the name, nothing else
+        values["email"] = users.get_user(user_id).email
     try:
         fields = user_form_schema.load(values)
         based_on = fields.pop("version")
@@ -128,14 +149,26 @@ def update_user(user_id: int) -> Response | tuple[str, int]:
 
 @bp.get("/users/<id:user_id>/delete")
 def confirm_delete(user_id: int) -> str:
+    auth.require_admin("delete users")
     return render_template("users/delete.html", user=users.get_user(user_id))
 
 
 @bp.post("/users/<id:user_id>/delete")
-def delete_user(user_id: int) -> Response:
-    deleted = users.delete_user(user_id)
+def delete_user(user_id: int) -> Response | tuple[str, int]:
+    auth.require_admin("delete users")
+    try:
+        deleted = users.delete_user(user_id)
+    except accounts.LastAdmin as error:
+        return render_user(users.get_user(user_id), role_errors={"role": [error.description or ""]}), 409
+    auth.forget_user(user_id)
     flash(f"Deleted {deleted.name}.", "success")
     return redirect(url_for(".list_users"))
+
+
+def _may_edit(user_id: int) -> None:
+    acting = auth.account()
+    if not acting.is_admin and acting.id != user_id:
+        abort(403, "A member may edit only their own name.")
 
 
 def _submitted() -> dict[str, str]:
