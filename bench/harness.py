@@ -71,16 +71,25 @@ def scratch_database(server_url: str):
         log(f"dropped {name}")
 
 
-def flask_cli(database_url: str, *args: str) -> None:
+def api_token(database_url: str) -> str:
+    """An admin's API token for the app on `database_url`, made with the app's CLI."""
+    flask_cli(database_url, "create-admin", "bench@example.com", input="bench-password\n")
+    return flask_cli(database_url, "create-token", "bench@example.com", "--name", "bench").strip().splitlines()[-1]
+
+
+def flask_cli(database_url: str, *args: str, input: str | None = None) -> str:
     """Run the app's own CLI (`flask --app wsgi ...`) on the database."""
     env = {**os.environ, "DATABASE_URL": database_url, "APP_ENV": "testing"}
-    subprocess.run(
+    finished = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", *args],
         cwd=ROOT,
         env=env,
         check=True,
-        stdout=subprocess.DEVNULL,
+        input=input,
+        capture_output=True,
+        text=True,
     )
+    return finished.stdout
 
 
 def sql(database_url: str, statement: str, params=None) -> list[tuple]:
@@ -114,6 +123,7 @@ def seed(database_url: str, count: int) -> float:
 class Server:
     base: str
     pid: int
+    authorization: str = ""  # sent with every request ("Bearer <token>"), if set
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) spent so far by the gunicorn master and its workers,
@@ -206,13 +216,14 @@ class Scenario:
     paths: list[str] | None = None  # None: create
     path_file: Path | None = None  # written on first use, one per scenario (never shared)
 
-    def wrk_args(self, workdir: Path) -> list[str]:
+    def wrk_args(self, workdir: Path, authorization: str = "") -> list[str]:
+        auth = authorization or "-"
         if self.paths is None:
-            return ["-s", str(WRK_SCRIPTS / "create.lua"), "--", secrets.token_hex(4)]
+            return ["-s", str(WRK_SCRIPTS / "create.lua"), "--", secrets.token_hex(4), auth]
         if self.path_file is None:
             self.path_file = workdir / f"paths-{secrets.token_hex(6)}.txt"
             self.path_file.write_text("\n".join(self.paths) + "\n")
-        return ["-s", str(WRK_SCRIPTS / "paths.lua"), "--", str(self.path_file), str(random.randrange(1 << 30))]
+        return ["-s", str(WRK_SCRIPTS / "paths.lua"), "--", str(self.path_file), str(random.randrange(1 << 30)), auth]
 
 
 def wrk_available() -> bool:
@@ -236,14 +247,14 @@ def drive(server: Server, scenario: Scenario, seconds: float, connections: int, 
     """Load `server` with `scenario` for `seconds` over `connections` keep-alive connections."""
     cpu_before = server.cpu_seconds()
     if wrk_available():
-        result = _wrk(server.base, scenario, seconds, connections, workdir)
+        result = _wrk(server, scenario, seconds, connections, workdir)
     else:
-        result = _python_client(server.base, scenario, seconds, connections)
+        result = _python_client(server, scenario, seconds, connections)
     result.cpu_ms = 1000 * (server.cpu_seconds() - cpu_before) / max(1, result.requests)
     return result
 
 
-def _wrk(base, scenario, seconds, connections, workdir) -> Result:
+def _wrk(server, scenario, seconds, connections, workdir) -> Result:
     command = [
         "wrk",
         "-t",
@@ -254,8 +265,8 @@ def _wrk(base, scenario, seconds, connections, workdir) -> Result:
         f"{max(1, round(seconds))}s",
         "--timeout",
         "10s",
-        base,
-        *scenario.wrk_args(workdir),
+        server.base,
+        *scenario.wrk_args(workdir, server.authorization),
     ]
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
@@ -270,9 +281,10 @@ def _wrk(base, scenario, seconds, connections, workdir) -> Result:
     )
 
 
-def _python_client(base, scenario, seconds, connections) -> Result:
+def _python_client(server, scenario, seconds, connections) -> Result:
     """The fallback load generator: one thread per keep-alive connection."""
-    host, port = base.removeprefix("http://").split(":")
+    host, port = server.base.removeprefix("http://").split(":")
+    auth = {"Authorization": server.authorization} if server.authorization else {}
     latencies: list[float] = []
     failed = [0]
     lock = threading.Lock()
@@ -290,9 +302,9 @@ def _python_client(base, scenario, seconds, connections) -> Result:
                     body = json.dumps(
                         {"name": f"Bench User {count}", "email": f"bench-{run_id}-{number}-{count}@example.com"}
                     )
-                    connection.request("POST", "/api/users", body, {"Content-Type": "application/json"})
+                    connection.request("POST", "/api/users", body, {"Content-Type": "application/json", **auth})
                 else:
-                    connection.request("GET", random.choice(scenario.paths))
+                    connection.request("GET", random.choice(scenario.paths), headers=auth)
                 response = connection.getresponse()
                 response.read()
                 errors += response.status >= 400

@@ -5,7 +5,7 @@ workers x 8 threads), on one scratch PostgreSQL database seeded by the app's
 seed-users, driven by the same load generator (wrk when installed, else a Python
 client), in alternating rounds (app, peer, floor, app, peer, floor, ...):
 
-    app    this service, default configuration (make run)
+    app    this service, default configuration (make run), every request with an API token
     fsa    bench/fsa_peer.py: the same endpoints in Flask-SQLAlchemy's documented style
     floor  bench/floor.py: the same SQL with nothing between Flask and psycopg2
 
@@ -43,7 +43,9 @@ def scenarios(database_url: str, backend: str) -> list[Scenario]:
 def measure(url: str, backend: str, names: list[str], args, work: Path) -> dict[str, dict[str, Result]]:
     plan = [s for s in scenarios(url, backend) if not args.scenarios or s.name in args.scenarios.split(",")]
     results = {}
+    token = harness.api_token(url)  # the app wants one on every request; the peers want none
     with harness.servers({name: PEERS[name] for name in names}, url, work) as servers:
+        servers["app"].authorization = f"Bearer {token}"
         for scenario in plan:
             results[scenario.name] = harness.alternate(servers, dict.fromkeys(servers, scenario), args, work)
     return results
