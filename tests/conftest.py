@@ -172,14 +172,16 @@ def forms(client):
 
 @pytest.fixture
 def serve(tmp_path):
-    """Start real gunicorns: `serve(database_url, **env)`. Each is stopped with SIGTERM
-    after the test and must exit cleanly."""
+    """Start real gunicorns: `serve(database_url, **env)`, each sending the test admin's
+    token unless `as_admin=False`. Each is stopped with SIGTERM after the test and must
+    exit cleanly."""
     servers = []
 
-    def start(database_url, **env):
+    def start(database_url, as_admin=True, **env):
         server = Server(database_url, tmp_path, **env)
         servers.append(server)
-        return server.start().authorize(add_admin_to(database_url).token)
+        server.start()
+        return server.authorize(add_admin_to(database_url).token) if as_admin else server
 
     yield start
     for server in servers:
