@@ -45,6 +45,9 @@ def csv_lines(q: str = "") -> Iterator[str]:
         writer.writerow(cells)
         return buffer.getvalue()
 
+    # What the request read before the stream began (the token check) lets go of its
+    # connection too: the client may be slow from the first byte.
+    Session().close()
     yield line(COLUMNS)
     chunk = _chunk(bool(q))
     params = {"pattern": search_pattern(q), "after": 0, "limit": CHUNK}
