@@ -375,3 +375,12 @@ def test_a_failed_sign_in_stores_no_password(visitor, store):
 
     rows = store.scalars(select(SignInFailures))
     assert [(row.email, row.failures) for row in rows] == [(ADMIN_EMAIL, 1)]
+
+
+@pytest.mark.parametrize("email", ["x" * 300 + "@example.com", "a\x00b@example.com", "a\x1bb@example.com"])
+def test_an_email_no_account_can_have_is_a_plain_wrong_answer_by_form_and_basic(visitor, email):
+    form = post_login(visitor, email, "any-password")
+    api = visitor.post("/api/tokens", headers=basic(email, "any-password"))
+
+    assert form.status_code == 422 and "Unknown email or wrong password." in form.text
+    assert api.status_code == 401 and api.headers["WWW-Authenticate"] == 'Basic realm="api"'
