@@ -76,3 +76,19 @@ def test_an_actor_deleted_since_is_named_by_number(app, client, store):
     page = " ".join(client.get(f"/users/{user_id}").text.split())
 
     assert f"by user #{other.user_id} (deleted)" in page
+
+
+def test_an_import_records_the_importer_as_the_actor(client, admin, store):
+    rows = [{"name": "Ada", "email": "ada@example.com"}, {"name": "Alan", "email": "alan@example.com"}]
+
+    assert client.post("/api/users/import", json=rows).status_code == 201
+
+    assert store.scalars(select(AuditEntry.actor_id)) == [admin.user_id] * 2
+
+
+def test_a_csv_import_records_the_importer_as_the_actor(client, admin, store):
+    body = "name,email\nAda,ada@example.com\nAlan,alan@example.com\n"
+
+    assert client.post("/api/users/import", data=body, content_type="text/csv").status_code == 201
+
+    assert store.scalars(select(AuditEntry.actor_id)) == [admin.user_id] * 2
