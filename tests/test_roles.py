@@ -228,6 +228,18 @@ def test_a_members_edit_form_has_no_email_field(as_member, member):
     assert 'name="email"' not in page
 
 
+def test_a_members_edit_conflict_offers_their_name_only(as_member, member, client, store):
+    page = f"/users/{member.user_id}/edit"
+    stale = Forms(as_member).hidden(page)
+    assert client.patch(f"/api/users/{member.user_id}", json={"name": "Renamed By Admin"}).status_code == 200
+
+    response = as_member.post(page, data={**stale, "name": "Mia Mine"})
+
+    assert response.status_code == 409
+    assert 'name="name"' in response.text
+    assert 'name="email"' not in response.text
+
+
 def test_an_admin_sees_every_button(client, other):
     listing, user = client.get("/users").text, client.get(f"/users/{other}").text
 
