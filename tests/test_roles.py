@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from webapp.db import Session
 from webapp.domain.models import User
@@ -422,3 +423,21 @@ def test_an_admin_deleting_themselves_while_the_other_steps_down_leave_one_admin
 
     assert sorted(response.status_code for response in responses) in ([200, 409], [204, 409])
     assert admins(store) == 1
+
+
+def test_a_database_error_during_a_write_logs_no_parameters(app, client, caplog):
+    """A lost connection under an INSERT is logged without its parameters, which
+    would carry the password hash."""
+
+    @app.post("/explode-with-a-hash")
+    def explode():
+        raise OperationalError(
+            "INSERT INTO users ...", {"new_password_hash": "scrypt:32768:8:1$salt$hash"}, OSError("gone")
+        )
+
+    with caplog.at_level(logging.WARNING):
+        response = client.post("/explode-with-a-hash")
+
+    assert response.status_code == 503
+    assert "database unavailable: gone" in caplog.text
+    assert "scrypt:" not in caplog.text
