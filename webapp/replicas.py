@@ -141,7 +141,10 @@ class Replicas:
 
     def _set(self, replica: Replica, healthy: bool, lag: float, replay_lsn: int, why: str) -> None:
         if healthy != replica.healthy:
-            log.warning("replica %s %s", replica.name, "is back" if healthy else f"left out: {why}")
+            if healthy:
+                log.info("replica %s is usable", replica.name)
+            else:
+                log.warning("replica %s left out: %s", replica.name, why)
         replica.replay_lsn = max(replica.replay_lsn, replay_lsn)
         replica.lag = lag
         replica.healthy = healthy
