@@ -73,6 +73,14 @@ class Cluster:
                 "-h", "127.0.0.1", "-p", primary.port, "-U", "postgres",
             )  # fmt: skip
 
+    @classmethod
+    def attach(cls, bindir: Path, directory: Path, port: int) -> "Cluster":
+        """A cluster another process made (deploy/cluster.py), to stop and start it."""
+        cluster = cls.__new__(cls)
+        cluster.bindir, cluster.user, cluster.dir, cluster.port = bindir, _owner(), Path(directory), port
+        cluster.data = cluster.dir / "data"
+        return cluster
+
     def replica(self) -> "Cluster":
         """A new streaming replica of this (running) cluster, not started yet."""
         return Cluster(self.bindir, primary=self, parent=self.dir.parent)
