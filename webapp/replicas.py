@@ -23,7 +23,6 @@ import math
 import os
 import random
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +76,7 @@ class Replicas:
     """An app's replicas, checked in the background by a thread per process."""
 
     def __init__(self, primary: Engine, engines: list[Engine], max_lag: float, interval: float) -> None:
-        self.primary = autocommit_engine(primary).execution_options(**{CHECK: True})
+        self.primary = autocommit_engine(primary)
         self.max_lag = max_lag
         self.interval = interval
         self.all = []
@@ -87,7 +86,7 @@ class Replicas:
             event.listen(engine, "handle_error", self._on_error(replica))
             self.all.append(replica)
         self._thread_pid: int | None = None  # the process whose checker thread runs
-        self._lock = threading.Lock()
+        self.closed = threading.Event()
 
     def pick(self, after: int) -> Replica | None:
         """A usable replica that has replayed up to `after`, or None: read on the primary."""
@@ -95,9 +94,11 @@ class Replicas:
         usable = [replica for replica in self.all if replica.usable(after)]
         return random.choice(usable) if usable else None
 
-    def primary_lsn(self) -> int:
+    def primary_lsn(self, check: bool = False) -> int:
         """The primary's WAL position now: after a commit, at or past that commit."""
         with self.primary.connect() as connection:
+            if check:
+                connection = connection.execution_options(**{CHECK: True})
             return parse_lsn(connection.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar_one())
 
     # -- health -------------------------------------------------------------------
@@ -105,7 +106,7 @@ class Replicas:
     def check(self) -> None:
         """One round: the primary's position, then each replica's state and lag."""
         try:
-            primary_lsn: int | None = self.primary_lsn()
+            primary_lsn: int | None = self.primary_lsn(check=True)
         except SQLAlchemyError:
             primary_lsn = None  # lag unknown: judged by the replay timestamp alone
         for replica in self.all:
@@ -168,22 +169,40 @@ class Replicas:
         pid = os.getpid()
         if self._thread_pid == pid:
             return
-        with self._lock:
-            if self._thread_pid != pid:
-                self._lock = threading.Lock()
+        with _starting:
+            if self._thread_pid != pid and not self.closed.is_set():
                 threading.Thread(target=_check_forever, args=(weakref.ref(self),), name="replicas", daemon=True).start()
                 self._thread_pid = pid
 
+    def close(self) -> None:
+        """Stop checking and close the replicas' connections (an app thrown away)."""
+        self.closed.set()
+        for replica in self.all:
+            replica.engine.dispose()
+
+
+# Threads do not survive a fork, and neither may a lock one of them held.
+_starting = threading.Lock()
+
+
+def _new_lock() -> None:
+    global _starting
+    _starting = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
+
 
 def _check_forever(ref: "weakref.ref[Replicas]") -> None:
-    while (replicas := ref()) is not None:  # ends when the app is thrown away
-        interval = replicas.interval
+    while (replicas := ref()) is not None and not replicas.closed.is_set():  # until the app is gone
+        interval, closed = replicas.interval, replicas.closed
         try:
             replicas.check()
         except Exception:  # the checker must outlive any surprise
             log.exception("replica check failed")
         del replicas
-        time.sleep(interval)
+        if closed.wait(interval):
+            return
 
 
 def from_config(app: Flask, primary: Engine) -> Replicas | None:
