@@ -138,9 +138,9 @@ def _count_statements(engine: Engine, target: str) -> None:
 class PoolGauges:
     """Sets the pool gauges from the engine's pool as it is now, and the replicas' state."""
 
-    def __init__(self, engine: Engine, replicas: replicas.Replicas | None = None) -> None:
+    def __init__(self, engine: Engine, watched: replicas.Replicas | None = None) -> None:
         self.engine = engine
-        self.replicas = replicas
+        self.replicas = watched
         self.lock = threading.Lock()  # read and write as one step, or a stale value may win
         self.refresh()
 
