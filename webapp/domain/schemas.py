@@ -55,6 +55,21 @@ class NormalizedEmail(fields.Email):
         return _printable(super()._deserialize(value, attr, data, **kwargs).strip().lower())
 
 
+class DecimalInteger(fields.Integer):
+    """An integer: a JSON number, or a string of ASCII decimal digits without sign,
+    space or leading zero. marshmallow's Integer reads strings with int(), which
+    also takes "٥٧" (Arabic-Indic), "+57", " 57 ", "5_7" and "057": a query or a
+    form's hidden version written any of those ways would name a number it does
+    not spell."""
+
+    _DECIMAL = re.compile(r"0|[1-9][0-9]{0,17}")
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, str) and not self._DECIMAL.fullmatch(value):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
 class RecordSchema(Schema):
     """A schema dumped from rows (mappings) on every read and list, and from ORM
     objects after a write: one lookup per field, not marshmallow's general search."""
@@ -106,7 +121,7 @@ class UserFormSchema(Schema):
 
     name = UserSchema._declared_fields["name"]
     email = UserSchema._declared_fields["email"]
-    version = fields.Integer(required=True, load_only=True, validate=validate.Range(min=1))
+    version = DecimalInteger(required=True, load_only=True, validate=validate.Range(min=1))
 
 
 class NewPasswordSchema(Schema):
@@ -156,7 +171,7 @@ class TokenSchema(Schema):
         load_default="API token",
         validate=validate.Length(min=1, max=100, error="Must be between 1 and 100 characters."),
     )
-    days = fields.Integer(
+    days = DecimalInteger(
         load_only=True,
         load_default=None,
         validate=validate.Range(min=1, max=3650),
@@ -190,8 +205,8 @@ class QueryArgsSchema(Schema):
 class PageArgsSchema(QueryArgsSchema):
     """Paging query arguments."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
-    per_page = fields.Integer(
+    page = DecimalInteger(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    per_page = DecimalInteger(
         load_default=lambda: current_app.config["DEFAULT_PER_PAGE"],
         validate=validate.Range(min=1),
         metadata={"description": "Items per page: 20 unless given, at most 100 (more asks get 100)."},
