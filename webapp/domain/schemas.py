@@ -15,6 +15,7 @@ from flask import current_app
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ..routing import MAX_ID
+from . import emails
 from .accounts import PASSWORD_LENGTH, ROLES
 
 _PASSWORD = validate.Length(
@@ -48,11 +49,16 @@ class TrimmedString(fields.String):
         return _printable(super()._deserialize(value, attr, data, **kwargs).strip())
 
 
-class NormalizedEmail(fields.Email):
-    """An email address, trimmed and lower-cased before it is validated."""
+class NormalizedEmail(fields.String):
+    """An email address, loaded in the one form it is stored and compared in
+    (emails.canonical: NFKC, lower-case, IDNA domain, RFC 5321 lengths)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        return _printable(super()._deserialize(value, attr, data, **kwargs).strip().lower())
+        text = _printable(super()._deserialize(value, attr, data, **kwargs))
+        try:
+            return emails.canonical(text)
+        except emails.InvalidEmail as error:
+            raise ValidationError(str(error)) from None
 
 
 class DecimalInteger(fields.Integer):
@@ -93,8 +99,16 @@ class UserSchema(RecordSchema):
     )
     email = NormalizedEmail(
         required=True,
-        validate=validate.Length(max=254, error="Must be at most 254 characters."),
-        metadata={"description": "Trimmed and stored lower-case; unique whatever its case."},
+        metadata={
+            "format": "idn-email",
+            "maxLength": emails.MAX_LENGTH,
+            "description": (
+                "Trimmed, then stored in one form: Unicode NFKC, lower-case, the domain in IDNA ASCII form "
+                "(user@bücher.de is stored as user@xn--bcher-kva.de). A dot-atom local part of at most 64 bytes, "
+                "at most 254 bytes in all, no quoted local part, IP literal or special-use domain (.invalid, "
+                ".test, .localhost). Unique in that form, so whatever its case or spelling."
+            ),
+        },
     )
     role = fields.String(
         validate=validate.OneOf(ROLES),
