@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import socket
+import time
 
 import pytest
 
@@ -185,3 +186,15 @@ def test_an_untrusted_host_is_a_400_problem_from_the_real_server(server):
     assert answer.status == 400
     assert "evil.example" not in answer.headers.get("location", "")
     answer.problem()
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_keepalive_seconds(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        started = time.monotonic()
+        # Reads the response, then waits: read() returns only when the server closes
+        # its end (a socket timeout, 15 s, fails the test).
+        answer = sock.makefile("rb").read()
+
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert time.monotonic() - started < 10  # keepalive is 2 s; the poller looks once a second
