@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +210,16 @@ def test_an_idle_kept_alive_connection_is_closed_after_keepalive_seconds(server)
 
     assert answer.startswith(b"HTTP/1.1 200")
     assert time.monotonic() - started < 10  # keepalive is 2 s; the poller looks once a second
+
+
+def test_a_scrape_while_a_workers_metrics_file_is_still_empty_is_a_503_never_a_500(server):
+    # What a worker that is starting leaves for a moment: its file made, not yet sized.
+    empty = Path(server.env["PROMETHEUS_MULTIPROC_DIR"]) / "counter_4000000.db"
+    empty.touch()
+    try:
+        answer = server.get("/metrics")
+    finally:
+        empty.unlink()
+
+    assert answer.status == 503 and answer.headers["Retry-After"]
+    assert server.get("/metrics").status == 200
