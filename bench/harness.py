@@ -381,6 +381,19 @@ def cursor(after: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": after}, separators=(",", ":")).encode()).rstrip(b"=").decode()
 
 
+def sorted_cursor(sort: str, key, after: int) -> str:
+    """The app's cursor for a sorted list (encode_cursor with a sort): after the user
+    whose `sort` column is `key` and whose id is `after`."""
+    key = key.isoformat() if hasattr(key, "isoformat") else key
+    payload = json.dumps({"sort": sort, "key": key, "after": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+
+
+def sort_positions(database_url: str, column: str, count: int = 500) -> list[tuple]:
+    """(key, id) of `count` users picked at random: where deep pages of a sort start."""
+    return sql(database_url, f"SELECT {column}, id FROM users ORDER BY random() LIMIT %s", (count,))
+
+
 def id_range(database_url: str) -> tuple[int, int]:
     return sql(database_url, "SELECT min(id), max(id) FROM users")[0]
 

@@ -84,7 +84,7 @@ def test_the_list_documents_its_query_arguments_and_page_shape(document):
     operation = document["paths"]["/api/users"]["get"]
 
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
-    assert set(parameters) == {"page", "per_page", "q", "cursor"}
+    assert set(parameters) == {"page", "per_page", "q", "cursor", "sort"}
     assert all(parameter["in"] == "query" and not parameter["required"] for parameter in parameters.values())
     assert parameters["q"]["schema"]["maxLength"] == 100
     assert parameters["per_page"]["schema"]["minimum"] == 1

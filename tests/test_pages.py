@@ -20,7 +20,7 @@ XSS = [
 def names_listed(page) -> list[str]:
     """The user names in the rows of a list page, as the browser shows them, but for
     the admin the test acts as (the first user)."""
-    names = [unescape(name) for name in re.findall(r'<td><a href="/users/\d+">(.*?)</a></td>', page.text)]
+    names = [unescape(name) for name in re.findall(r'<td class="name"><a href="/users/\d+">(.*?)</a></td>', page.text)]
     return [name for name in names if name != ADMIN_NAME]
 
 
@@ -57,7 +57,7 @@ def test_list_shows_users_in_a_table_with_a_search_box_and_the_total(store, clie
     page = client.get("/users")
 
     assert page.status_code == 200 and page.mimetype == "text/html"
-    assert "<table>" in page.text and '<input id="q" name="q" type="search"' in page.text
+    assert '<table class="users">' in page.text and '<input id="q" name="q" type="search"' in page.text
     assert names_listed(page) == ["Ada Lovelace", "Alan Turing"]
     assert "alan@example.com" in page.text and "3 users" in page.text  # and the admin
 

@@ -186,7 +186,8 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                 "operationId": "listUsers",
                 "tags": ["users"],
                 "summary": "List users, a page at a time",
-                "description": "In id order, optionally narrowed by `q`. A page past the end is empty. "
+                "description": "In `sort` order (id unless given), optionally narrowed by `q`. "
+                "A page past the end is empty. "
                 "Shallow pages by `page`; any depth by following `next` (a `cursor`).",
                 "parameters": [{"in": "query", "schema": ListArgsSchema}],
                 "responses": {

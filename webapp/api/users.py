@@ -48,8 +48,9 @@ def list_users() -> Response:
         next_url = url_for(
             ".list_users",
             q=args["q"] or None,
+            sort=None if page.sort == "id" else page.sort,
             per_page=page.per_page,
-            cursor=encode_cursor(page.next_after),  # type: ignore[arg-type]  # has_next: not None
+            cursor=encode_cursor(page.next_after, page.sort, page.next_key),  # type: ignore[arg-type]  # has_next
             _external=True,
         )
     response = jsonify(

@@ -80,6 +80,10 @@ class User(Base):
     __table_args__ = (
         Index("uq_users_email", "email", unique=True),
         CheckConstraint("role IN ('admin', 'member')", name="ck_users_role"),
+        # Sorted lists page by keyset on (column, id) (users._after); the email's
+        # order is uq_users_email's.
+        Index("ix_users_name_id", "name", "id"),
+        Index("ix_users_created_at_id", "created_at", "id"),
         # Substring search (ILIKE '%fragment%') on PostgreSQL: trigram GIN indexes.
         # SQLite has no such index and scans; see postgresql_only.
         postgresql_only(

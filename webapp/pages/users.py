@@ -29,6 +29,10 @@ from . import bp
 
 # The upload form lists this many rejected rows; the rest are counted.
 REJECTIONS_SHOWN = 50
+# The page sizes the list offers (the API takes any size up to MAX_PER_PAGE).
+PER_PAGE_CHOICES = (20, 50, 100)
+# The list's sortable columns: (column, heading, the sort a first click asks for).
+SORTABLE_COLUMNS = (("name", "Name", "name"), ("email", "Email", "email"), ("created_at", "Created", "-created_at"))
 
 
 @bp.get("/")
@@ -40,8 +44,26 @@ def index() -> Response:
 def list_users() -> str:
     args = list_args_schema.load(request.args)
     page = users.list_users(**args)
-    next_cursor = encode_cursor(page.next_after) if page.next_after is not None else None
-    return render_template("users/list.html", page=page, q=args["q"], next_cursor=next_cursor)
+    next_cursor = encode_cursor(page.next_after, page.sort, page.next_key) if page.next_after is not None else None
+    # The list's state, defaults left out of its links: a link changes one thing.
+    state = {
+        "q": args["q"] or None,
+        "sort": None if page.sort == "id" else page.sort,
+        "per_page": None if page.per_page == current_app.config["DEFAULT_PER_PAGE"] else page.per_page,
+    }
+
+    def list_url(**changes: Any) -> str:
+        return url_for(".list_users", **{**state, **changes})
+
+    return render_template(
+        "users/list.html",
+        page=page,
+        q=args["q"],
+        next_cursor=next_cursor,
+        list_url=list_url,
+        per_page_choices=PER_PAGE_CHOICES,
+        columns=SORTABLE_COLUMNS,
+    )
 
 
 @bp.get("/users.csv")
