@@ -172,7 +172,7 @@ class TokenSchema(Schema):
 class AuditEntrySchema(RecordSchema):
     id = fields.Integer(required=True)
     user_id = fields.Integer(required=True)
-    action = fields.String(required=True, validate=validate.OneOf(("insert", "update", "delete")))
+    action = fields.String(required=True, validate=validate.OneOf(("insert", "update", "delete", "restore")))
     changes = fields.Dict(required=True, metadata={"description": "{field: [old, new]}; null where absent."})
     at = fields.DateTime(format="iso", required=True)
     request_id = fields.String(required=True, allow_none=True)

@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from .. import auth
 from ..bulk import exports, imports
-from ..domain import accounts, audit, users
+from ..domain import accounts, audit, restore, users
 from ..domain.models import User
 from ..domain.schemas import (
     encode_cursor,
@@ -124,8 +124,35 @@ def create_user() -> Response | tuple[str, int]:
 
 
 @bp.get("/users/<id:user_id>")
-def show_user(user_id: int) -> str:
-    return render_user(users.get_user(user_id))
+def show_user(user_id: int) -> str | tuple[str, int]:
+    try:
+        user = users.get_user(user_id)
+    except NotFound:
+        return render_deleted(user_id)
+    return render_user(user)
+
+
+def render_deleted(user_id: int, error: str | None = None, status: int = 404) -> tuple[str, int]:
+    """A deleted user's page: their history stays readable, and an admin may restore them."""
+    history = audit.history(user_id, **page_args_schema.load(request.args))
+    state = restore.last_state(user_id)
+    if history.total == 0 or state is None:
+        raise NotFound(f"There is no user with id {user_id}.")
+    return render_template("users/deleted.html", user_id=user_id, state=state, history=history, error=error), status
+
+
+@bp.post("/users/<id:user_id>/restore")
+def restore_user(user_id: int) -> Response | tuple[str, int]:
+    auth.require_admin("restore users")
+    try:
+        user = restore.restore_user(user_id)
+    except restore.EmailTakenSince as error:
+        return render_deleted(user_id, error=error.description, status=409)
+    except restore.UserExists:
+        flash("This user exists already: nothing to restore.", "error")
+        return redirect(url_for(".show_user", user_id=user_id), 303)
+    flash(f"Restored {user.name}. They sign in once a password is set for them.", "success")
+    return redirect(url_for(".show_user", user_id=user.id), 303)
 
 
 def render_user(user: User, **errors: Any) -> str:
