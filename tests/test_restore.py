@@ -2,8 +2,9 @@
 
 import pytest
 
-from tests.helpers import add_account, client_class
 from webapp.db import Session
+
+from helpers import add_account, client_class
 
 ADA = {"name": "Ada Lovelace", "email": "ada@example.com"}
 BEA = {"name": "Bea Bystander", "email": "bea@example.com"}
