@@ -322,6 +322,19 @@ class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
         return data
 
 
+class SelectionSchema(Schema):
+    """Users picked on the list (checkboxes named `id`), for a bulk action."""
+
+    class Meta:
+        unknown = EXCLUDE  # the CSRF token rides along
+
+    id = fields.List(
+        fields.Integer(validate=validate.Range(min=1, max=MAX_ID)),
+        required=True,
+        validate=validate.Length(min=1, max=100, error="Choose between 1 and 100 users."),
+    )
+
+
 IMPORT_MODES = ("atomic", "partial")
 
 
@@ -400,6 +413,7 @@ user_form_schema = UserFormSchema()
 page_args_schema = PageArgsSchema()
 search_args_schema = SearchArgsSchema()
 list_args_schema = ListArgsSchema()
+selection_schema = SelectionSchema()
 import_args_schema = ImportArgsSchema()
 import_report_schema = ImportReportSchema()
 user_page_schema = UserPageSchema()

@@ -183,6 +183,14 @@ def read_user(user_id: int) -> Row[Any]:
     return row
 
 
+def read_users(user_ids: Collection[int]) -> list[Row[Any]]:
+    """The users with these ids that exist, in id order, as rows."""
+    return list(Session().execute(_ROWS_BY_IDS, {"user_ids": list(user_ids)}))
+
+
+_ROWS_BY_IDS = select(*_users.c).where(_users.c.id.in_(bindparam("user_ids", expanding=True))).order_by(_users.c.id)
+
+
 def create_user(fields: dict[str, Any]) -> Row[Any]:
     """Insert a user with its audit row, commit, and return the new row.
 
@@ -265,6 +273,30 @@ def delete_user(user_id: int, versions: Collection[int] | None = None) -> User:
     Session().delete(user)
     _commit()
     return user
+
+
+def delete_users(user_ids: Collection[int]) -> list[User]:
+    """Delete several users in one transaction and commit; each deletion is in the
+    history. Ids that are not (or no longer) there are skipped; returns the users
+    deleted. If that would leave no admin, nothing is deleted (LastAdmin)."""
+    session = Session()
+    # Locked in id order: two bulk deletes that overlap queue instead of deadlocking.
+    found = list(session.scalars(_SELECTED, {"user_ids": list(user_ids)}))
+    if any(user.role == "admin" for user in found):
+        accounts.ensure_another_admin([user.id for user in found])
+    for user in found:
+        session.delete(user)
+    _commit()
+    return found
+
+
+_SELECTED = (
+    select(User)
+    .where(User.id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(User.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 def _current(user_id: int, versions: Collection[int] | None) -> User:

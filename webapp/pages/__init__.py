@@ -15,4 +15,4 @@ bp.before_request(require_sign_in)
 protect_forms(bp)
 init_blueprint(bp)
 
-from . import account, users  # noqa: E402,F401  (register the routes on bp)
+from . import account, selection, users  # noqa: E402,F401  (register the routes on bp)
