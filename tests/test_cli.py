@@ -24,6 +24,7 @@ def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
         "audit_log",
         "api_tokens",
         "sign_in_failures",
+        "import_reports",
         "alembic_version",
     }
     assert {c["name"] for c in inspector.get_columns("users")} == {
@@ -36,8 +37,12 @@ def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
         "role",
         "password_hash",
     }
-    [index] = inspector.get_indexes("users")
-    assert index["unique"] and index["column_names"] == ["email"]
+    indexes = {index["name"]: (index["unique"], index["column_names"]) for index in inspector.get_indexes("users")}
+    assert indexes == {
+        "uq_users_email": (True, ["email"]),
+        "ix_users_name_id": (False, ["name", "id"]),
+        "ix_users_created_at_id": (False, ["created_at", "id"]),
+    }
     with app.app_context():
         assert migrations.current() == migrations.head()
 

@@ -171,7 +171,7 @@ def import_users(file: IO[bytes], mode: str) -> None:
     verdict = "nothing imported (atomic mode)" if report.refused else f"{report.created} created"
     click.echo(f"{verdict}, {report.rejected_count} rejected.")
     for rejection in report.rejected[:REJECTIONS_SHOWN]:
-        click.echo(f"  line {rejection.line}: {rejection.field}: {rejection.message}", err=True)
+        click.echo(f"  line {rejection.line}: {rejection.column}: {rejection.message}", err=True)
     if report.rejected_count > REJECTIONS_SHOWN:
         click.echo(f"  ... and {report.rejected_count - REJECTIONS_SHOWN} more.", err=True)
     if report.rejected_count:

@@ -12,7 +12,7 @@ from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from .. import auth
-from ..bulk import exports, imports
+from ..bulk import exports, imports, reports
 from ..domain import accounts, audit, restore, users
 from ..domain.models import User
 from ..domain.schemas import (
@@ -73,13 +73,22 @@ def export_users() -> Response:
 
 
 @bp.get("/users/import")
-def import_form() -> str:
+def import_form() -> tuple[str, int]:
+    """The upload form, and the report of the upload that redirected here, if any."""
     auth.require_admin("import users")
-    return render_template("users/import.html", mode="atomic", error=None)
+    token = request.args.get("report", "")
+    report = reports.load(token) if token else None
+    if token and report is None:
+        flash("That import report is gone: reports are kept for an hour, for who imported.", "error")
+    mode = report["mode"] if report else "atomic"
+    return render_template("users/import.html", mode=mode, error=None, report=report), 200
 
 
 @bp.post("/users/import")
-def import_users() -> tuple[str, int]:
+def import_users() -> Response | tuple[str, int]:
+    """Import, keep the report, and redirect to the page that shows it (303): a
+    reload shows the report again instead of importing the file again. A file that
+    cannot be read at all imported nothing and gets the form back at once."""
     auth.require_admin("import users")
     mode = import_args_schema.load(request.form)["mode"]
     upload = request.files.get("file")
@@ -89,10 +98,13 @@ def import_users() -> tuple[str, int]:
         report = imports.import_users(imports.read_csv(upload.stream), mode)
     except imports.ImportFileError as error:
         return render_template("users/import.html", mode=mode, error=error.description), 422
-    status = 201 if report.created else (422 if report.rejected_count else 200)
-    return render_template(
-        "users/import.html", mode=mode, error=None, report=report, shown=report.rejected[:REJECTIONS_SHOWN]
-    ), status
+    if report.created:
+        flash(f"Imported {report.created:,} user{'' if report.created == 1 else 's'}.", "success")
+    elif report.rejected_count:
+        flash("Nothing was imported: see the rows below.", "error")
+    else:
+        flash("The file has no rows to import.", "error")
+    return redirect(url_for(".import_form", report=reports.save(report, REJECTIONS_SHOWN)), 303)
 
 
 @bp.errorhandler(RequestEntityTooLarge)
