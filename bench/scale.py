@@ -22,7 +22,7 @@ from pathlib import Path
 import harness
 from harness import Scenario, log
 
-# A surname shared by one user in 15 (cli.LAST_NAMES): a search with many matches.
+# A surname shared by one user in 66 (seed.LAST_NAMES): a search with many matches.
 COMMON_FRAGMENT = "lovelace"
 # Sorted lists at depth: each a keyset on (column, id) over its own index.
 SORTED = ("name", "-name", "email", "-created_at")

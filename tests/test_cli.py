@@ -1,7 +1,9 @@
 """The CLI: `flask --app wsgi init-db` and `flask --app wsgi seed-users N`."""
 
+import re
 import subprocess
 import sys
+import unicodedata
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -84,6 +86,24 @@ def test_seed_users_in_batches_adds_every_user_with_its_history(store, runner, c
     assert store.count() == 2500
     assert len({email for _, email in store.users()}) == 2500
     assert store.scalar(select(func.count()).select_from(AuditEntry)) == 2500
+
+
+def test_seed_users_makes_people_with_their_names_in_their_emails_numbered_only_when_taken(store, runner, committing):
+    runner.invoke(args=["seed-users", "300"])
+    second = runner.invoke(args=["seed-users", "300"])  # on the same database: its emails are taken
+
+    users = store.users()
+    assert "Added 300 users." in second.output
+    assert len({email for _, email in users}) == 600
+    assert len({name for name, _ in users}) > 250
+    for name, email in users:
+        local, _, domain = email.partition("@")
+        assert domain in ("example.com", "example.org", "example.net")
+        last = unicodedata.normalize("NFKD", name.split()[-1]).encode("ascii", "ignore").decode().lower()
+        assert last in local, (name, email)
+        assert not re.search(r"[0-9a-f]{8}", local), email  # no random hex
+    first_run = [email for _, email in users[:300]]
+    assert sum(bool(re.search(r"\d", email)) for email in first_run) < 60  # a number only for a repeat
 
 
 @pytest.mark.parametrize("batch", ["0", "50001"])

@@ -37,7 +37,7 @@ SORTABLE_COLUMNS = (("name", "Name", "name"), ("email", "Email", "email"), ("cre
 
 @bp.get("/")
 def index() -> Response:
-    return redirect(url_for(".list_users"))
+    return redirect(url_for(".list_users"), 302)
 
 
 @bp.get("/users")
@@ -132,7 +132,7 @@ def create_user() -> Response | tuple[str, int]:
     except (ValidationError, users.EmailTaken) as error:
         return _form(values, _field_errors(error), status=_status(error))
     flash(f"Created {user.name}.", "success")
-    return redirect(url_for(".show_user", user_id=user.id))
+    return redirect(url_for(".show_user", user_id=user.id), 303)
 
 
 @bp.get("/users/<id:user_id>")
@@ -205,7 +205,7 @@ def update_user(user_id: int) -> Response | tuple[str, int]:
         # current version, so submitting it again applies "yours" on top of "theirs".
         return render_template("users/conflict.html", current=mismatch.current, yours=fields), 409
     flash(f"Saved {user.name}.", "success")
-    return redirect(url_for(".show_user", user_id=user.id))
+    return redirect(url_for(".show_user", user_id=user.id), 303)
 
 
 @bp.get("/users/<id:user_id>/delete")
@@ -223,7 +223,7 @@ def delete_user(user_id: int) -> Response | tuple[str, int]:
         return render_user(users.get_user(user_id), role_errors={"role": [error.description or ""]}), 409
     auth.forget_user(user_id)
     flash(f"Deleted {deleted.name}.", "success")
-    return redirect(url_for(".list_users"))
+    return redirect(url_for(".list_users"), 303)
 
 
 def _may_edit(user_id: int) -> None:
