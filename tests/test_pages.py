@@ -20,7 +20,7 @@ XSS = [
 def names_listed(page) -> list[str]:
     """The user names in the rows of a list page, as the browser shows them, but for
     the admin the test acts as (the first user)."""
-    names = [unescape(name) for name in re.findall(r'<td class="name"><a href="/users/\d+">(.*?)</a></td>', page.text)]
+    names = [unescape(name) for name in re.findall(r'<td class="name"><a href="/users/\d+">(.*?)</a>', page.text)]
     return [name for name in names if name != ADMIN_NAME]
 
 
