@@ -80,7 +80,10 @@ def main() -> int:
             seeded[size] = harness.seed(urls[size], count)
             log(f"seeded {count} users in {seeded[size]:.0f} s ({count / seeded[size]:.0f} users/s)")
         plans = {size: scenarios(url) for size, url in urls.items()}
+        tokens = {size: harness.api_token(url) for size, url in urls.items()}  # every request needs one
         servers = {size: stack.enter_context(harness.gunicorn("wsgi:app", url, work)) for size, url in urls.items()}
+        for size, server in servers.items():
+            server.authorization = f"Bearer {tokens[size]}"
 
         results = {}
         for index, name in enumerate(scenario.name for scenario in plans["small"]):

@@ -4,11 +4,7 @@ from sqlalchemy import inspect
 
 from webapp.db import get_engine
 
-
-def plan(connection, backend: str, statement: str, parameters) -> str:
-    explain = "EXPLAIN " if backend == "postgresql" else "EXPLAIN QUERY PLAN "
-    rows = connection.exec_driver_sql(explain + statement, parameters).all()
-    return "\n".join(str(row[-1]) for row in rows)
+from helpers import plan
 
 
 def test_the_search_indexes_are_trigram_gin_on_postgresql_and_absent_on_sqlite(app, backend):

@@ -12,6 +12,8 @@ from webapp.db import Session
 from webapp.domain.models import User
 from webapp.domain.schemas import SORTS, encode_cursor
 
+from helpers import plan
+
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 # Ties in name and in created_at, so the id has to break them. One case and plain
 # letters: every collation orders these names the same.
@@ -209,3 +211,36 @@ def test_an_unknown_sort_on_the_page_is_a_422_page(client):
 
     assert response.status_code == 422
     assert response.mimetype == "text/html"
+
+
+# -- the indexes ------------------------------------------------------------------------
+
+INDEX_OF = {
+    "name": "ix_users_name_id",
+    "-name": "ix_users_name_id",
+    "email": "uq_users_email",
+    "-created_at": "ix_users_created_at_id",
+    "created_at": "ix_users_created_at_id",
+}
+
+
+@pytest.mark.parametrize("sort", list(INDEX_OF))
+def test_a_sorted_page_at_depth_reads_its_index_and_no_more(store, client, statements, rolled_back, backend, sort):
+    store.add_numbered_users(5_000)
+    rolled_back.exec_driver_sql("ANALYZE users")
+    first = client.get(f"/api/users?sort={sort}&per_page=20&page=100").get_json()
+
+    statements.clear()
+    deep = client.get(first["next"]).get_json()
+
+    assert len(deep["items"]) == 20
+    page_statement, parameters = statements[-1]  # the capped count comes first
+    explained = plan(rolled_back, backend, page_statement, parameters)
+    if backend == "postgresql":
+        assert f"Index Scan Backward using {INDEX_OF[sort]}" in explained or (
+            f"Index Scan using {INDEX_OF[sort]}" in explained
+        ), explained
+        assert "Sort" not in explained and "Seq Scan" not in explained, explained
+    else:
+        assert f"USING INDEX {INDEX_OF[sort]}" in explained, explained
+        assert "TEMP B-TREE" not in explained, explained
