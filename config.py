@@ -61,6 +61,8 @@ def _seconds(value: str) -> float:
 class Config:
     """Defaults shared by every environment."""
 
+    APP_NAME = "Roster"  # in the header and every page title
+
     # None means the embedded SQLite default, a file under the instance folder.
     DATABASE_URL: str | None = None
     # Read replicas of DATABASE_URL (PostgreSQL streaming replicas); none: every

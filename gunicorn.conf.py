@@ -73,7 +73,12 @@ LOGGING = {
         }
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"}},
-    "loggers": {"webapp": {"level": "INFO", "handlers": ["console"], "propagate": False}},
+    "loggers": {
+        "webapp": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # Alembic is imported by the app's CLI commands, and says at INFO which of its
+        # plugins it set up: seven lines per worker that tell an operator nothing.
+        "alembic": {"level": "WARNING"},
+    },
     "root": {"level": "INFO", "handlers": ["console"]},
 }
 # gunicorn 25+ opens a control socket under $HOME by default; several instances
@@ -122,6 +127,22 @@ def on_starting(server):
         if name.endswith(".db"):
             os.remove(os.path.join(metrics_dir, name))
     server.log.info("Prometheus multiprocess directory: %s", metrics_dir)
+
+
+def when_ready(server):
+    """One line, once, that says what this server is: where, how many, which database."""
+    from sqlalchemy import make_url
+
+    raw = os.environ.get("DATABASE_URL", "").strip()
+    database = make_url(raw).render_as_string(hide_password=True) if raw else "SQLite in the instance folder"
+    server.log.info(
+        "Serving %s with %d workers x %d threads (%s); database %s",
+        server.cfg.bind[0] if server.cfg.bind else bind,
+        server.cfg.workers,
+        server.cfg.threads,
+        server.cfg.worker_class_str,
+        database,
+    )
 
 
 def child_exit(server, worker):

@@ -329,6 +329,13 @@ class Statements(list):
         return [statement for statement, _ in self]
 
 
+def plan(connection, backend: str, statement: str, parameters) -> str:
+    """The database's plan for `statement`, as text: EXPLAIN, or SQLite's EXPLAIN QUERY PLAN."""
+    explain = "EXPLAIN " if backend == "postgresql" else "EXPLAIN QUERY PLAN "
+    rows = connection.exec_driver_sql(explain + statement, parameters).all()
+    return "\n".join(str(row[-1]) for row in rows)
+
+
 class Forms:
     """Posts forms as a browser does: fetch the page, keep its hidden inputs (the
     CSRF token, the edit form's version), fill in the rest, submit."""

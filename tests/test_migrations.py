@@ -53,7 +53,7 @@ def test_downgrade_to_base_then_upgrade_round_trips(fresh_app):
 
 
 def test_every_step_upgrades_and_downgrades_one_revision_at_a_time(fresh_app):
-    revisions = ["0001", "0002", "0003", "0004"]
+    revisions = ["0001", "0002", "0003", "0004", "0006"]
     assert revisions[-1] == migrations.head()
 
     for revision in revisions:

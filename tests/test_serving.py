@@ -91,6 +91,17 @@ def test_the_real_server_serves_the_api_from_every_worker(store, gunicorn):
     assert len(store.users()) == 20
 
 
+def test_the_start_up_log_says_what_matters_once(store, gunicorn, database_url):
+    gunicorn.get("/api/users")  # every worker has loaded the app by now, or soon
+    wait_for(gunicorn.workers_ready)
+
+    output = gunicorn.output()
+    serving = [line for line in output.splitlines() if "Serving" in line]
+    assert len(serving) == 1
+    assert "workers x" in serving[0] and "threads (gthread); database" in serving[0]
+    assert "setup plugin" not in output and "alembic" not in output
+
+
 # -- stopping and recycling workers -----------------------------------------------------
 
 

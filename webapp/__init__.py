@@ -6,7 +6,7 @@ from flask import Flask
 
 import config
 
-from . import api, auth, bodies, cli, db, errors, pages, security
+from . import api, auth, bodies, cli, db, errors, pages, security, site
 from .api import openapi
 from .domain import audit
 from .ops import health, metrics, observability, session_events
@@ -38,4 +38,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(site.bp)
     return app
