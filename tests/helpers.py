@@ -229,6 +229,11 @@ def pg_engine_options(**overrides) -> dict:
     return engine_options(settings, url_from_settings({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
 
 
+def page_text(response) -> str:
+    """What a reader sees of an HTML response: its text without tags, spaces collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", response.text).split())
+
+
 def assert_problem(response, status):
     """The response is problem+json with `status`; returns its body."""
     assert response.status_code == status
