@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import text
 
 from webapp import create_app, migrations
+from webapp.bulk import imports
 from webapp.db import get_engine
 
 from helpers import add_admin, assert_problem, client_class, empty_database
@@ -65,3 +66,71 @@ def test_an_import_into_an_exhausted_sequence_is_a_503_and_writes_nothing(exhaus
 
     assert_problem(response, 503)
     assert count_users(exhausted_app) == before
+
+
+# -- what a refusal costs ----------------------------------------------------------
+
+
+def create(client, email: str):
+    return client.post("/api/users", json={"name": "N", "email": email})
+
+
+def csv_of(rows: list[str]) -> bytes:
+    return ("name,email\n" + "".join(row + "\n" for row in rows)).encode()
+
+
+def import_csv(client, rows: list[str], mode: str = "atomic"):
+    return client.post(f"/api/users/import?mode={mode}", data=csv_of(rows), content_type="text/csv")
+
+
+THOUSAND = [f"User {n},user{n}@example.com" for n in range(1000)]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ["Bad,not-an-email"],  # a row the schema rejects, last in the file
+        ["Dup,user0@example.com"],  # a duplicate of the file's first row, last in the file
+        ["Stored,stored@example.com"],  # an email already stored, last in the file
+    ],
+    ids=["invalid", "duplicate", "stored"],
+)
+def test_a_refused_thousand_row_atomic_import_takes_no_id(client, refusal):
+    before = create(client, "stored@example.com").get_json()["id"]
+
+    response = import_csv(client, THOUSAND + refusal)
+
+    assert_problem(response, 422)
+    assert response.get_json()["rejected_count"] == 1
+    assert create(client, "after@example.com").get_json()["id"] == before + 1
+
+
+def test_a_refused_atomic_import_in_small_batches_takes_no_id(app, client):
+    before = create(client, "stored@example.com").get_json()["id"]
+
+    with app.test_request_context():
+        rows = imports.read_json([{"name": "N", "email": f"u{n}@example.com"} for n in range(50)] + [{"name": ""}])
+        report = imports.import_users(rows, "atomic", batch_size=7)
+
+    assert report.refused and report.created == 0
+    assert create(client, "after@example.com").get_json()["id"] == before + 1
+
+
+def test_a_partial_import_of_stored_emails_takes_no_id_for_them(client):
+    before = create(client, "stored@example.com").get_json()["id"]
+    assert import_csv(client, ["Again,stored@example.com"] * 1 + THOUSAND[:1], mode="partial").status_code == 201
+    first = before + 1  # the one new row
+
+    response = import_csv(client, THOUSAND, mode="partial")  # all but 999 new, none of them taking an id
+
+    assert response.get_json()["created"] == 999
+    assert create(client, "after@example.com").get_json()["id"] == first + 999 + 1
+
+
+def test_a_409_costs_at_most_one_id(client):
+    before = create(client, "ada@example.com").get_json()["id"]
+
+    for _ in range(5):
+        assert create(client, "ada@example.com").status_code == 409
+
+    assert create(client, "after@example.com").get_json()["id"] - before <= 1 + 5

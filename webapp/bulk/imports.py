@@ -12,8 +12,10 @@ The whole import is one transaction. In `atomic` mode any rejected row rolls
 all of it back; in `partial` mode the valid rows are committed and every
 rejected one is reported. Duplicate emails are found inside a batch by the
 batch's dict, and against everything already stored (users, earlier batches of
-this file, a concurrent writer's rows) by the unique index, through ON CONFLICT
-DO NOTHING. Each batch is inserted in a savepoint: if the database refuses a
+this file, a concurrent writer's rows) by NOT EXISTS and the unique index,
+through ON CONFLICT DO NOTHING. An atomic import stages its rows first and moves
+them into users only once the whole file has passed, so a refused one takes no
+ids from the sequence (see staging). Each batch is inserted in a savepoint: if the database refuses a
 row for any other reason, the batch is split in halves, each in a savepoint of
 its own, until that row is found and rejected alone."""
 
@@ -31,7 +33,7 @@ from ..db import Session
 from ..domain.schemas import IMPORT_MODES as MODES
 from ..domain.schemas import user_schema
 from ..domain.users import EMAIL_TAKEN
-from . import inserts
+from . import inserts, staging
 from .readahead import read_ahead
 
 COLUMNS = ("name", "email")
@@ -192,14 +194,23 @@ def import_users(
         raise ValueError(f"mode must be one of {MODES}")
     session = Session()
     report = ImportReport(mode)
+    atomic = mode == "atomic"
     try:
+        if atomic:  # rows are staged until the whole file has passed (see staging)
+            staging.begin(session)
         with read_ahead(_batches(rows, batch_size), name="import-validation") as batches:
             for batch in batches:
                 for rejection in batch.rejected:
                     report.reject(rejection.line, rejection.field, rejection.message)
-                _insert(batch.rows, report)
+                (_stage if atomic else _insert)(batch.rows, report)
                 if on_batch:
                     on_batch(report)
+        if atomic and not report.refused:
+            for staged_rows in staging.batches(session, batch_size):
+                _insert(staged_rows, report)
+                if on_batch:
+                    on_batch(report)
+            staging.end(session)
     except BaseException:
         session.rollback()
         raise
@@ -261,6 +272,13 @@ def _validated(line: int, raw: Any, rejected: list[Rejection]) -> dict[str, Any]
         messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
         rejected.extend(Rejection(line, name, " ".join(map(str, problems))) for name, problems in messages.items())
         return None
+
+
+def _stage(batch: dict[str, tuple[int, dict[str, Any]]], report: ImportReport) -> None:
+    staged = staging.stage(Session(), batch)
+    for email, (line, _) in batch.items():
+        if email not in staged:
+            report.reject(line, "email", EMAIL_TAKEN)
 
 
 def _insert(batch: dict[str, tuple[int, dict[str, Any]]], report: ImportReport) -> None:
