@@ -68,6 +68,11 @@ class Config:
     DB_PING_AFTER_IDLE = 1.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
+    # Exports each worker streams at once; more are a 503 with Retry-After. A slow
+    # reader holds a thread (never a connection), so the cap must stay below
+    # GUNICORN_THREADS for threads to be left for everything else.
+    # None: half of GUNICORN_THREADS (at least 1).
+    EXPORT_MAX_CONCURRENT: int | None = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
@@ -133,6 +138,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_IDLE_IN_TRANSACTION_TIMEOUT": _seconds,
     "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
+    "EXPORT_MAX_CONCURRENT": _positive_int,
     "API_TOKEN_DAYS": _positive_int,
     "API_TOKEN_CACHE_SECONDS": _non_negative_seconds,
 }
