@@ -6,11 +6,13 @@ import time
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from webapp import create_app
 from webapp.bulk import imports
+from webapp.db import get_engine
 from webapp.domain.models import User
 from webapp.domain.users import EMAIL_TAKEN
 
-from helpers import race
+from helpers import add_admin, client_class, race
 
 ROWS = 300
 
@@ -68,3 +70,58 @@ def test_imports_of_the_same_emails_in_opposite_orders_never_deadlock(
         assert_each_email_stored_once(store, round_, import_both_ways(app, round_))
 
     assert deadlocks(database_url) == before  # none broken by PostgreSQL, none retried
+
+
+# -- the one retry -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def flaky_app(cluster_database):
+    """An app on a PostgreSQL database whose inserts into users fail as a serialization
+    failure (SQLSTATE 40001) the first `failures` times: a sequence counts, since a
+    rollback does not undo it."""
+    engine = create_engine(cluster_database)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE flaky_failures (n int)")
+        connection.exec_driver_sql("CREATE SEQUENCE flaky_attempts")
+        connection.exec_driver_sql(
+            "CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF nextval('flaky_attempts') <= (SELECT n FROM flaky_failures) THEN "
+            "RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$"
+        )
+        connection.exec_driver_sql("CREATE TRIGGER flaky BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION flaky()")
+    app = create_app({"DATABASE_URL": cluster_database})
+    app.test_client_class = client_class(add_admin(app))  # before any failure is set
+
+    def fail(times: int):
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"INSERT INTO flaky_failures VALUES ({times})")
+            connection.exec_driver_sql("ALTER SEQUENCE flaky_attempts RESTART")
+        return app
+
+    yield fail
+    get_engine(app).dispose()
+    engine.dispose()
+
+
+def count_named(app, name: str) -> int:
+    with get_engine(app).connect() as connection:
+        return connection.execute(select(func.count()).select_from(User).where(User.name == name)).scalar()
+
+
+def test_a_transaction_aborted_as_a_serialization_failure_is_run_once_more(flaky_app):
+    app = flaky_app(1)
+
+    response = app.test_client().post("/api/users", json={"name": "Once", "email": "once@example.com"})
+
+    assert response.status_code == 201
+    assert count_named(app, "Once") == 1
+
+
+def test_a_second_serialization_failure_is_a_503_and_writes_nothing(flaky_app):
+    app = flaky_app(2)
+
+    response = app.test_client().post("/api/users", json={"name": "Twice", "email": "twice@example.com"})
+
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert count_named(app, "Twice") == 0
