@@ -33,6 +33,17 @@ def _non_negative_seconds(value: str) -> float:
     return number
 
 
+def _urls(value: str) -> tuple[str, ...]:
+    return tuple(url.strip() for url in value.split(",") if url.strip())
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected an integer, 0 or more, got {value!r}")
+    return number
+
+
 def _seconds(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -45,6 +56,14 @@ class Config:
 
     # None means the embedded SQLite default, a file under the instance folder.
     DATABASE_URL: str | None = None
+    # Read replicas of DATABASE_URL (PostgreSQL streaming replicas); none: every
+    # statement goes to DATABASE_URL (webapp/replicas.py).
+    DATABASE_REPLICA_URLS: tuple[str, ...] = ()
+    REPLICA_MAX_LAG_SECONDS = 10.0  # a replica further behind than this is left out
+    REPLICA_CHECK_SECONDS = 1.0  # how often each worker checks its replicas, in the background
+    # Proxies in front of the app whose X-Forwarded-* headers it trusts (ProxyFix);
+    # 0: none, the headers are ignored.
+    TRUSTED_PROXIES = 0
     SQL_ECHO = False
     SESSION_EVENTS_LOG = False  # log begin/commit/rollback/remove of each thread's session
     # None means generated once and kept in the instance folder (see instance_secret_key).
@@ -125,6 +144,10 @@ CONFIGS: dict[str, type[Config]] = {
 # Environment variable -> parser. The variable's name is also its config key.
 ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": str,
+    "DATABASE_REPLICA_URLS": _urls,
+    "REPLICA_MAX_LAG_SECONDS": _seconds,
+    "REPLICA_CHECK_SECONDS": _seconds,
+    "TRUSTED_PROXIES": _non_negative_int,
     "SECRET_KEY": str,
     "SQL_ECHO": _flag,
     "SESSION_EVENTS_LOG": _flag,

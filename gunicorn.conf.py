@@ -58,9 +58,12 @@ def post_fork(server, worker):
     leaves the parent's sockets alone) and opens its own."""
     if not server.cfg.preload_app:
         return
-    from webapp.db import get_engine
+    from webapp.db import binds
 
-    get_engine(server.app.wsgi()).dispose(close=False)
+    app_binds = binds(server.app.wsgi())
+    replicas = app_binds.replicas.all if app_binds.replicas is not None else []
+    for engine in [app_binds.engine, *(replica.engine for replica in replicas)]:
+        engine.dispose(close=False)
 
 
 # -- Prometheus multiprocess mode ---------------------------------------------------

@@ -4,6 +4,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
 from webapp import create_app, migrations
 from webapp.db import get_engine
@@ -75,6 +76,61 @@ def test_the_version_column_starts_existing_users_at_1(fresh_app):
 
     with get_engine(fresh_app).connect() as connection:
         assert connection.exec_driver_sql("SELECT version FROM users").scalar() == 1
+
+
+def test_0004_adds_accounts_to_existing_users_and_goes_back_down_keeping_them(fresh_app):
+    migrations.upgrade("0003")
+    engine = get_engine(fresh_app)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (name, email, created_at, updated_at, version) "
+            "VALUES ('Old', 'old@example.com', '2020-01-01 00:00:00', '2020-01-01 00:00:00', 3)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO audit_log (user_id, action, changes, at, request_id) "
+            """VALUES (1, 'insert', '{"name": [null, "Old"]}', '2020-01-01 00:00:00', 'r-1')"""
+        )
+
+    migrations.upgrade("0004")
+
+    with engine.begin() as connection:
+        user = connection.exec_driver_sql("SELECT name, email, version, role, password_hash FROM users").one()
+        assert tuple(user) == ("Old", "old@example.com", 3, "member", None)
+        assert connection.exec_driver_sql("SELECT request_id, actor_id FROM audit_log").one() == ("r-1", None)
+        connection.exec_driver_sql("UPDATE users SET role = 'admin', password_hash = 'scrypt:x'")
+        connection.exec_driver_sql(
+            "INSERT INTO api_tokens (user_id, name, secret_hash, created_at, expires_at) "
+            "VALUES (1, 't', 'h', '2020-01-01 00:00:00', '2020-01-31 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO sign_in_failures (email, failures, window_start) VALUES ('old@example.com', 2, '2020-01-01')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO audit_log (user_id, action, changes, at, request_id, actor_id) "
+            """VALUES (1, 'update', '{"role": ["member", "admin"]}', '2020-01-02 00:00:00', 'r-2', 1)"""
+        )
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE users SET role = 'owner'")
+
+    migrations.downgrade("0003")
+
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT name, email, version FROM users").all() == [
+            ("Old", "old@example.com", 3)
+        ]
+        assert connection.exec_driver_sql("SELECT request_id FROM audit_log ORDER BY id").scalars().all() == [
+            "r-1",
+            "r-2",
+        ]
+    tables = set(inspect(engine).get_table_names())
+    assert not {"api_tokens", "sign_in_failures"} & tables
+    assert {"role", "password_hash"}.isdisjoint(c["name"] for c in inspect(engine).get_columns("users"))
+
+    migrations.upgrade("head")
+
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT role, password_hash FROM users").one() == ("member", None)
+    assert schema_differences(fresh_app) == []
 
 
 def _add_history(connection) -> None:

@@ -110,7 +110,9 @@ def _invalid_input(error: ValidationError) -> Response:
 
 
 def _database_unavailable(error: Exception) -> Response:
-    log.warning("database unavailable: %s", error)
+    # The driver's message, not SQLAlchemy's: that one carries the statement's
+    # parameters, a password hash among them when a write was in flight.
+    log.warning("database unavailable: %s", getattr(error, "orig", None) or error)
     return error_response(DatabaseUnavailable())
 
 

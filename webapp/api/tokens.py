@@ -2,10 +2,11 @@
 yours, revoke one. The secret is in the answer that makes it, and nowhere else."""
 
 from flask import Response, current_app, g, jsonify, request, url_for
+from marshmallow import ValidationError
 
 from .. import auth
 from ..domain import accounts
-from ..domain.schemas import token_schema
+from ..domain.schemas import sign_in_schema, token_schema
 from . import bp
 
 
@@ -14,7 +15,11 @@ def create_token() -> Response:
     """201 and a new token, for the account of the HTTP Basic credentials or the bearer token."""
     credentials = request.authorization
     if credentials is not None and credentials.type == "basic":
-        account = accounts.authenticate(credentials.username or "", credentials.password or "")
+        try:  # the sign-in form's rules: what no account can have is refused before the database
+            fields = sign_in_schema.load({"email": credentials.username or "", "password": credentials.password or ""})
+            account = accounts.authenticate(fields["email"], fields["password"])
+        except ValidationError:
+            account = None
         if account is None:
             raise auth.NotSignedIn("Unknown email or wrong password.", scheme="Basic")
         g.account = account

@@ -137,7 +137,9 @@ class SignInSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # the CSRF token and `next` ride along
 
-    email = fields.String(required=True, validate=validate.Length(min=1, max=254))
+    # What no account's email can be (too long, control characters) is refused here,
+    # before it reaches the database: a NUL or 300 characters would fail there.
+    email = TrimmedString(required=True, validate=validate.Length(min=1, max=254))
     password = fields.String(required=True, validate=validate.Length(min=1, max=PASSWORD_LENGTH[1]))
 
 

@@ -91,7 +91,7 @@ def set_password(user_id: int) -> Page:
     try:
         fields = new_password_schema.load(values)
         if not acting.is_admin and not accounts.password_is(user_id, fields["current_password"]):
-            raise ValidationError("This is not your current password.", "current_password")
+            raise ValidationError({"current_password": ["This is not your current password."]})
     except ValidationError as error:
         return render_user(user, password_errors=_messages(error)), 422
     users.update_user(user_id, {"password": fields["password"]})

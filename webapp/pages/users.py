@@ -113,9 +113,7 @@ def render_user(user: User, **errors: Any) -> str:
         "users/show.html",
         user=user,
         history=audit.history(user.id, **args),
-        password_errors={},
-        role_errors={},
-        **errors,
+        **{"password_errors": {}, "role_errors": {}, **errors},
     )
 
 
