@@ -41,7 +41,7 @@ from server import free_port  # noqa: E402
 
 PACKAGES = ("nginx", "pgbouncer")
 ROLE, DATABASE = "webapp", "webapp"
-ADMIN_EMAIL = "admin@cluster.invalid"
+ADMIN_EMAIL = "admin@cluster.example.org"
 INSTANCES = 2
 # On the role, as docs/production.md says: below gunicorn's 30 s worker timeout.
 ROLE_SETTINGS = {"statement_timeout": "15s", "idle_in_transaction_session_timeout": "30s"}

@@ -35,7 +35,7 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 SETTINGS = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}  # the class defaults
 
 
-ADMIN_NAME, ADMIN_EMAIL, ADMIN_PASSWORD = "Test Admin", "admin@tests.invalid", "admin-password"
+ADMIN_NAME, ADMIN_EMAIL, ADMIN_PASSWORD = "Test Admin", "admin@tests.example.org", "admin-password"
 NOT_THE_ADMIN = User.email != ADMIN_EMAIL
 
 

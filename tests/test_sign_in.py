@@ -64,7 +64,7 @@ def test_next_keeps_the_query_string(visitor):
 def test_a_page_post_without_sign_in_writes_nothing(visitor, store):
     response = visitor.post("/users", data={"name": "Eve", "email": "eve@example.com"})
 
-    assert response.status_code in (302, 400)
+    assert response.status_code in (303, 400)
     assert store.users() == []
 
 
@@ -230,7 +230,7 @@ def test_a_wrong_password_re_shows_the_form_with_the_email_and_no_session(visito
 
 
 def answer(response) -> tuple:
-    text = response.text.replace("nobody@tests.invalid", "EMAIL").replace(ADMIN_EMAIL, "EMAIL")
+    text = response.text.replace("nobody@tests.example.org", "EMAIL").replace(ADMIN_EMAIL, "EMAIL")
     return response.status_code, _without_csrf(text)
 
 
@@ -240,7 +240,7 @@ def _without_csrf(text: str) -> str:
 
 def test_an_unknown_email_and_a_wrong_password_get_the_same_answer(visitor, app):
     wrong = post_login(visitor, ADMIN_EMAIL, "not-the-password")
-    unknown = post_login(anonymous(app), "nobody@tests.invalid", "not-the-password")
+    unknown = post_login(anonymous(app), "nobody@tests.example.org", "not-the-password")
 
     assert answer(wrong) == answer(unknown)
 
@@ -257,7 +257,7 @@ def test_a_user_without_a_password_cannot_sign_in_and_gets_the_same_answer(visit
 
 def test_basic_with_an_unknown_email_and_a_wrong_password_get_the_same_answer(visitor):
     wrong = visitor.post("/api/tokens", headers=basic(ADMIN_EMAIL, "not-the-password"))
-    unknown = visitor.post("/api/tokens", headers=basic("nobody@tests.invalid", "not-the-password"))
+    unknown = visitor.post("/api/tokens", headers=basic("nobody@tests.example.org", "not-the-password"))
 
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.get_json() == unknown.get_json()
@@ -269,7 +269,7 @@ def test_an_unknown_email_costs_what_a_wrong_password_costs(make_app, database_u
     would answer in a small fraction of the time."""
     app = make_app(DATABASE_URL=database_url, PASSWORD_HASH_METHOD="scrypt:32768:8:1")
     with app.app_context():
-        add_account(Session().connection(), "Slow", "slow@tests.invalid", "a-real-password")
+        add_account(Session().connection(), "Slow", "slow@tests.example.org", "a-real-password")
         Session().commit()
     visitor = anonymous(app)
 
@@ -283,7 +283,7 @@ def test_an_unknown_email_costs_what_a_wrong_password_costs(make_app, database_u
             assert response.status_code == 422
         return min(times)
 
-    wrong, unknown = fastest("slow@tests.invalid"), fastest("nobody@tests.invalid")
+    wrong, unknown = fastest("slow@tests.example.org"), fastest("nobody@tests.example.org")
 
     assert unknown > 0.5 * wrong, (unknown, wrong)
 
@@ -308,15 +308,15 @@ def test_five_failures_refuse_the_email_with_429_and_retry_after(visitor):
 
 def test_the_refusal_is_per_email(visitor, store, app):
     with app.app_context():
-        add_account(Session().connection(), "Other", "other@tests.invalid", "other-password")
+        add_account(Session().connection(), "Other", "other@tests.example.org", "other-password")
         Session().commit()
     fail(visitor, 5)
 
-    assert post_login(visitor, "other@tests.invalid", "other-password").status_code == 303
+    assert post_login(visitor, "other@tests.example.org", "other-password").status_code == 303
 
 
 def test_an_unknown_email_is_refused_after_five_failures_too(visitor):
-    assert fail(visitor, 6, "nobody@tests.invalid") == [422] * 5 + [429]
+    assert fail(visitor, 6, "nobody@tests.example.org") == [422] * 5 + [429]
 
 
 def test_a_success_resets_the_count(visitor, app):

@@ -257,7 +257,7 @@ def test_a_bad_token_request_is_a_422(visitor, body):
     "header",
     [
         basic(ADMIN_EMAIL, "not-the-password"),
-        basic("nobody@tests.invalid", ADMIN_PASSWORD),
+        basic("nobody@tests.example.org", ADMIN_PASSWORD),
         basic("", ""),
         {"Authorization": "Basic not-base64!"},
         {"Authorization": "Basic"},
@@ -395,7 +395,7 @@ def test_an_expiry_in_the_database_counts_within_the_cache_time(make_app, databa
 def test_a_role_change_elsewhere_counts_within_the_cache_time(make_app, database_url, _schema, committing, admin):
     here, there = two_workers(make_app, database_url, 0.5)
     with here.app_context():
-        second = add_account(Session().connection(), "Second", "second@tests.invalid", "second-password")
+        second = add_account(Session().connection(), "Second", "second@tests.example.org", "second-password")
         Session().commit()
     as_second = anonymous(here)
     assert as_second.get("/api/users.csv", headers=bearer(second.token)).status_code == 200
