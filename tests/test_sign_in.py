@@ -176,7 +176,9 @@ def test_the_session_cookie_changes_at_sign_in_and_the_old_one_stays_signed_out(
 
     after = visitor.get_cookie("session").value
     assert after != before
-    assert login_form(visitor, "/users/new")["csrf_token"] != before_token
+    # Nothing of the anonymous session carried over: its CSRF token no longer counts.
+    assert visitor.post("/logout", data={"csrf_token": before_token}).status_code == 400
+    assert visitor.get("/users").status_code == 200
     # An attacker who planted the anonymous cookie before the sign-in has nothing.
     planted = anonymous(app)
     planted.set_cookie("session", before)
