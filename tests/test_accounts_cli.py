@@ -3,10 +3,13 @@ create-token EMAIL [--name LABEL] [--days N]`, run for real as subprocesses agai
 a database of their own (a SQLite file, or a scratch PostgreSQL database)."""
 
 import os
+import pty
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
+from select import select as select_fds
 
 import pytest
 from sqlalchemy import create_engine, select
@@ -170,3 +173,52 @@ def test_create_token_refuses_days_out_of_bounds(database, app_on):
 
     assert flask(database, "create-token", "root@example.com", "--days", "0").returncode != 0
     assert rows(database, select(ApiToken.id)) == []
+
+
+def test_create_admin_on_a_terminal_asks_for_the_password_twice(database, app_on):
+    """On a terminal (a pseudo-terminal here) the password is prompted for, and
+    confirmed, instead of read from the first line."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "APP_ENV": "testing", "DATABASE_URL": database}
+    process = subprocess.Popen(
+        [FLASK, "--app", "wsgi", "create-admin", "tty@example.com"],
+        cwd=ROOT,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    output = b""
+    try:
+        for answer in (b"tty-password\n", b"tty-password\n"):
+            output += read_until(controller, b": ")
+            os.write(controller, answer)
+        process.wait(timeout=60)
+        output += read_until(controller, b"admin.")
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 0, output
+    assert output.count(b"Password") == 1 and b"Repeat for confirmation" in output
+    assert b"Created tty@example.com" in output
+    sign_in(anonymous(app_on()), "tty@example.com", "tty-password")
+
+
+def read_until(fd: int, end: bytes, timeout: float = 60) -> bytes:
+    seen, deadline = b"", time.monotonic() + timeout
+    while not seen.rstrip().endswith(end.rstrip()) and time.monotonic() < deadline:
+        ready, _, _ = select_fds([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
