@@ -6,7 +6,7 @@ PORT   ?= 8000
 export PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint browser upgrade clean bench bench-scale bench-profile bench-import
+.PHONY: help run test lint browser cluster upgrade clean bench bench-scale bench-profile bench-import
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,11 @@ lint: $(VENV)/.dev ## hadolint the Dockerfile, ruff check and format --check, my
 
 browser: ## install Debian's Chromium for the browser tests (as root; nothing to do when it is there)
 	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+cluster: $(VENV)/.runtime ## nginx on PORT, two instances, PgBouncer, a primary and a replica (throwaway; Ctrl-C ends it)
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && { command -v pgbouncer || test -x /usr/sbin/pgbouncer; } >/dev/null \
+		|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx pgbouncer; }
+	exec $(BIN)/python deploy/cluster.py
 
 upgrade: $(VENV)/.runtime ## migrate the schema to head
 	$(BIN)/flask --app wsgi db upgrade

@@ -26,10 +26,28 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _host_list(value: str) -> list[str]:
+    hosts = [host.strip().lower() for host in value.split(",") if host.strip()]
+    if not hosts:
+        raise ValueError("expected host names separated by commas")
+    return hosts
+
+
 def _non_negative_seconds(value: str) -> float:
     number = float(value)
     if number < 0:
         raise ValueError(f"expected a number of seconds, 0 or more, got {value!r}")
+    return number
+
+
+def _urls(value: str) -> tuple[str, ...]:
+    return tuple(url.strip() for url in value.split(",") if url.strip())
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected an integer, 0 or more, got {value!r}")
     return number
 
 
@@ -45,6 +63,14 @@ class Config:
 
     # None means the embedded SQLite default, a file under the instance folder.
     DATABASE_URL: str | None = None
+    # Read replicas of DATABASE_URL (PostgreSQL streaming replicas); none: every
+    # statement goes to DATABASE_URL (webapp/replicas.py).
+    DATABASE_REPLICA_URLS: tuple[str, ...] = ()
+    REPLICA_MAX_LAG_SECONDS = 10.0  # a replica further behind than this is left out
+    REPLICA_CHECK_SECONDS = 1.0  # how often each worker checks its replicas, in the background
+    # Proxies in front of the app whose X-Forwarded-* headers it trusts (ProxyFix);
+    # 0: none, the headers are ignored.
+    TRUSTED_PROXIES = 0
     SQL_ECHO = False
     SESSION_EVENTS_LOG = False  # log begin/commit/rollback/remove of each thread's session
     # None means generated once and kept in the instance folder (see instance_secret_key).
@@ -68,6 +94,10 @@ class Config:
     DB_PING_AFTER_IDLE = 1.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
+    # The Host names (any port) this app answers for; any other is a 400 (Flask 3.1),
+    # so no URL the app builds (`next`, `Link`) can name a host an attacker sent. The
+    # default is what `make run` and the tests serve; behind a proxy, list its names.
+    TRUSTED_HOSTS = ["127.0.0.1", "localhost"]
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
@@ -120,6 +150,10 @@ CONFIGS: dict[str, type[Config]] = {
 # Environment variable -> parser. The variable's name is also its config key.
 ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": str,
+    "DATABASE_REPLICA_URLS": _urls,
+    "REPLICA_MAX_LAG_SECONDS": _seconds,
+    "REPLICA_CHECK_SECONDS": _seconds,
+    "TRUSTED_PROXIES": _non_negative_int,
     "SECRET_KEY": str,
     "SQL_ECHO": _flag,
     "SESSION_EVENTS_LOG": _flag,
@@ -133,6 +167,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_IDLE_IN_TRANSACTION_TIMEOUT": _seconds,
     "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
+    "TRUSTED_HOSTS": _host_list,
     "API_TOKEN_DAYS": _positive_int,
     "API_TOKEN_CACHE_SECONDS": _non_negative_seconds,
 }

@@ -33,10 +33,14 @@ def call(app, environ: dict) -> int:
     return int(status[0].split()[0])
 
 
-def environ(path: str, method: str = "GET", body: dict | None = None) -> dict:
+def environ(path: str, token: str, method: str = "GET", body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else b""
     built = EnvironBuilder(
-        path=path, method=method, data=data, content_type="application/json" if body is not None else None
+        path=path,
+        method=method,
+        data=data,
+        content_type="application/json" if body is not None else None,
+        headers={"Authorization": f"Bearer {token}"},
     ).get_environ()
     built["bench.body"] = data
     return built
@@ -51,6 +55,7 @@ def main() -> int:
     with harness.scratch_database(args.server) as url:
         harness.flask_cli(url, "db", "upgrade")
         harness.seed(url, 10_000)
+        token = harness.api_token(url)
         os.environ.update(DATABASE_URL=url, APP_ENV="production", SECRET_KEY="profile")
         from webapp import create_app
         from webapp.db import get_engine
@@ -58,9 +63,9 @@ def main() -> int:
         app = create_app()
         try:
             low, high = harness.id_range(url)
-            gets = [environ(f"/api/users/{random.randint(low, high)}") for _ in range(args.requests)]
+            gets = [environ(f"/api/users/{random.randint(low, high)}", token) for _ in range(args.requests)]
             creates = [
-                environ("/api/users", "POST", {"name": "Profile", "email": f"profile{n}@example.com"})
+                environ("/api/users", token, "POST", {"name": "Profile", "email": f"profile{n}@example.com"})
                 for n in range(args.requests)
             ]
             for name, requests, expected in (("get-by-id", gets, 200), ("create", creates, 201)):

@@ -66,6 +66,8 @@ def main() -> int:
             log(f"seeded {count} users in {seeded[size]:.0f} s ({count / seeded[size]:.0f} users/s)")
         plans = {size: scenarios(url) for size, url in urls.items()}
         servers = {size: stack.enter_context(harness.gunicorn("wsgi:app", url, work)) for size, url in urls.items()}
+        for size, server in servers.items():
+            server.authorization = f"Bearer {harness.api_token(urls[size])}"
 
         results = {}
         for index, name in enumerate(scenario.name for scenario in plans["small"]):

@@ -1,5 +1,7 @@
 """A throwaway PostgreSQL cluster of the tests' own, for tests that stop and start
-the database under a running server. The shared server is never touched.
+the database under a running server, and its streaming replicas (`replica()`,
+pg_basebackup -R). The shared server is never touched. deploy/cluster.py builds
+`make cluster`'s primary and replica with it too.
 
 initdb and pg_ctl come from `pg_config --bindir`. PostgreSQL refuses to run as
 root, so as root the cluster belongs to the `postgres` system user (or `nobody`).
@@ -48,17 +50,40 @@ def _owner() -> str | None:
 
 
 class Cluster:
-    """initdb in a temporary directory; start, stop and restart on a free port."""
+    """initdb in a temporary directory; start, stop and restart on a free port.
 
-    def __init__(self, bindir: Path) -> None:
+    With `primary`, a streaming replica of that running cluster instead: a base
+    backup with the standby settings written in (pg_basebackup -R)."""
+
+    def __init__(self, bindir: Path, primary: "Cluster | None" = None, parent: Path | None = None) -> None:
         self.bindir = bindir
         self.user = _owner()
-        self.dir = Path(tempfile.mkdtemp(prefix="webapp-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="webapp-pg-", dir=parent))
         if self.user:
             shutil.chown(self.dir, self.user)
         self.data = self.dir / "data"
         self.port = free_port()
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C")
+        if primary is None:
+            self._run(
+                "initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"
+            )
+        else:
+            self._run(
+                "pg_basebackup", "-D", self.data, "-R", "-X", "stream", "--no-sync", "-c", "fast",
+                "-h", "127.0.0.1", "-p", primary.port, "-U", "postgres",
+            )  # fmt: skip
+
+    @classmethod
+    def attach(cls, bindir: Path, directory: Path, port: int) -> "Cluster":
+        """A cluster another process made (deploy/cluster.py), to stop and start it."""
+        cluster = cls.__new__(cls)
+        cluster.bindir, cluster.user, cluster.dir, cluster.port = bindir, _owner(), Path(directory), port
+        cluster.data = cluster.dir / "data"
+        return cluster
+
+    def replica(self) -> "Cluster":
+        """A new streaming replica of this (running) cluster, not started yet."""
+        return Cluster(self.bindir, primary=self, parent=self.dir.parent)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"

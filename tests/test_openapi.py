@@ -67,7 +67,7 @@ def test_the_user_schema_is_generated_from_the_marshmallow_schema(document):
         "updated_at",
     }
     assert user["properties"]["name"]["maxLength"] == 100
-    assert (user["properties"]["email"]["format"], user["properties"]["email"]["maxLength"]) == ("email", 254)
+    assert (user["properties"]["email"]["format"], user["properties"]["email"]["maxLength"]) == ("idn-email", 254)
 
 
 def test_patch_takes_a_schema_without_required_fields_and_put_the_full_one(document):

@@ -35,6 +35,15 @@ def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch, tm
     assert settings["preload_app"] is False
 
 
+def test_gunicorn_bounds_idle_connections_and_the_size_of_a_request_head(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path)
+
+    assert 1 <= settings["keepalive"] <= 5
+    assert settings["threads"] < settings["worker_connections"] <= 1000
+    assert (settings["limit_request_line"], settings["limit_request_fields"]) == (4094, 100)
+    assert settings["limit_request_field_size"] == 8190
+
+
 def test_gunicorn_recycles_workers_only_when_asked_and_then_with_jitter(monkeypatch, tmp_path):
     default = gunicorn_settings(monkeypatch, tmp_path)
     asked = gunicorn_settings(monkeypatch, tmp_path, GUNICORN_MAX_REQUESTS="1000")

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from . import migrations
 from .bulk import imports, inserts
 from .db import Session
-from .domain import accounts
+from .domain import accounts, emails
 from .domain.models import users_table
 from .domain.schemas import IMPORT_MODES, user_schema
 
@@ -216,7 +216,9 @@ def create_admin(email: str, name: str | None) -> None:
 @with_appcontext
 def create_token(email: str, label: str, days: int | None) -> None:
     """Print a new API token for EMAIL's user, alone on the last line."""
-    user = Session().execute(select(users_table.c.id).where(users_table.c.email == email.strip().lower())).one_or_none()
+    user = (
+        Session().execute(select(users_table.c.id).where(users_table.c.email == emails.lookup_key(email))).one_or_none()
+    )
     if user is None:
         raise click.UsageError(f"There is no user with the email {email}.")
     token, secret = accounts.new_token(user.id, label, days or current_app.config["API_TOKEN_DAYS"])

@@ -17,6 +17,11 @@ requests with a safe method (GET, HEAD, OPTIONS) read on an autocommit
 connection, no BEGIN and no ROLLBACK around their statements; and a request that
 lost its connection before it sent a COMMIT is run once more (`_retry_once`).
 README.md, "The session lifecycle", has the why.
+
+With read replicas (webapp/replicas.py) such a request reads on one healthy
+replica that has replayed what the client last wrote, the same one for the whole
+request, and everything else (flushes, `SELECT ... FOR UPDATE`, unsafe methods,
+CLI commands, migrations) goes to the primary: a unit of work never mixes the two.
 """
 
 import functools
@@ -25,14 +30,16 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context, request
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
 from sqlalchemy.util import ScopedRegistry
 
+from . import replicas as replicas_
 from .engine import autocommit_engine, create_engine_from_config
+from .replicas import Replica, Replicas
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +67,45 @@ NO_CONTEXT = (
 class Binds:
     """What the sessions of one app connect to. `init_app` keeps one per app."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, replicas: Replicas | None = None) -> None:
         self.engine = engine  # transactions: everything that may write
         # Reads of read-only requests: the same pool, no BEGIN/ROLLBACK around them.
         self.reads = autocommit_engine(engine)
+        self.replicas = replicas  # None: no DATABASE_REPLICA_URLS, the primary reads too
         self.override: Connection | None = None  # tests: every session joins this connection's transaction
 
 
 class AppSession(OrmSession):
-    """A session bound to the app it was opened for, read-only in safe-method requests."""
+    """A session bound to the app it was opened for, read-only in safe-method requests,
+    which read on a replica when one is healthy and has caught up with the client."""
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         binds: Binds = (app or current_app).extensions[_EXTENSION]
         # Decided once, when the request opens its session: a GET never writes.
         self.read_only = has_request_context() and request.method in SAFE_METHODS
+        self.replica: Replica | None = None
+        self.primary_reads = binds.reads
         if binds.override is not None:
             options.setdefault("join_transaction_mode", "create_savepoint")
             self.bind_for_all: Engine | Connection = binds.override
+        elif not self.read_only:
+            self.bind_for_all = binds.engine
         else:
-            self.bind_for_all = binds.reads if self.read_only else binds.engine
+            # One replica for the whole request, so that its statements see one history;
+            # none when the client's last write is not there yet (or it sent nonsense).
+            if binds.replicas is not None and (after := replicas_.required_lsn()) is not None:
+                self.replica = binds.replicas.pick(after)
+            self.bind_for_all = self.replica.reads if self.replica is not None else binds.reads
         super().__init__(**options)
 
+    @property
+    def target(self) -> str:
+        """Where this session's statements go: "primary" or "replica"."""
+        return "primary" if self.replica is None else "replica"
+
     def get_bind(self, mapper: Any = None, clause: Any = None, **kwargs: Any) -> Engine | Connection:
+        if self.replica is not None and getattr(clause, "_for_update_arg", None) is not None:
+            return self.primary_reads  # a replica cannot lock rows: only the primary has them
         return self.bind_for_all
 
 
@@ -152,11 +176,21 @@ def _refuse_writes_when_read_only(session: AppSession, flush_context: Any, insta
 def init_app(app: Flask) -> None:
     """Build `app`'s engine, and remove each session when the context that opened it ends."""
     engine = create_engine_from_config(app.config, app.instance_path)
-    app.extensions[_EXTENSION] = Binds(engine)
+    replicas = replicas_.from_config(app, engine)
+    app.extensions[_EXTENSION] = Binds(engine, replicas)
     event.listen(engine, "commit", _commit_sent)
+    if replicas is not None:
+        app.after_request(_stamp_writes)
     app.teardown_appcontext(remove_session)
     app.preprocess_request = _retry_once(app.preprocess_request)  # type: ignore[method-assign]
     app.dispatch_request = _retry_once(app.dispatch_request)  # type: ignore[method-assign]
+
+
+def _stamp_writes(response: Response) -> Response:
+    """A request that committed tells its client where its write is (read-your-writes)."""
+    if _COMMIT_SENT in g and request.method not in SAFE_METHODS:
+        replicas_.stamp(response, binds().replicas, pages=request.blueprint == "pages")  # type: ignore[arg-type]
+    return response
 
 
 def get_engine(app: Flask | None = None) -> Engine:

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask.globals import request_ctx
 from marshmallow import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -71,9 +72,12 @@ def error_response(error: HTTPException) -> Response:
         members = {"errors": errors} if errors else {}
         response = problem(status, error.description or "", **members)
     else:
+        # A request refused before routing (an untrusted Host) has no URL adapter, and
+        # the full page links to the app: it gets the page without links.
+        page = "errors/error.html" if request_ctx.url_adapter is not None else "errors/bare.html"
         response = Response(
             render_template(
-                "errors/error.html",
+                page,
                 status=status,
                 title=HTTP_STATUS_CODES.get(status, "Error"),
                 description=error.description,

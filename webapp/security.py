@@ -7,6 +7,10 @@ says the app is served over TLS (production). CSRF tokens are checked on the
 pages' forms only: the JSON API accepts only application/json bodies, which a
 cross-site form cannot send, nor a cross-site script without a CORS preflight
 this app never grants.
+
+Behind a proxy (TRUSTED_PROXIES, 1 behind deploy/nginx.conf), X-Forwarded-For,
+-Proto, -Host, -Port and -Prefix are believed as far as that many proxies set
+them (werkzeug's ProxyFix): the client's own values, further left, are ignored.
 """
 
 from typing import Any
@@ -14,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Flask, Request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 csrf = CSRFProtect()
 
@@ -60,6 +65,10 @@ def init_app(app: Flask) -> None:
     if app.config["HSTS_SECONDS"]:
         headers["Strict-Transport-Security"] = f"max-age={app.config['HSTS_SECONDS']}; includeSubDomains"
     app.wsgi_app = SecurityHeaders(app.wsgi_app, list(headers.items()))  # type: ignore[method-assign]
+    if proxies := app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies, x_prefix=proxies
+        )
 
 
 class SecurityHeaders:

@@ -22,6 +22,7 @@ from werkzeug.exceptions import Conflict, NotFound, TooManyRequests
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..db import Session
+from . import emails
 from .models import ApiToken, User, failures_table, tokens_table, users_table, utcnow
 
 ROLES = ("admin", "member")
@@ -117,7 +118,7 @@ class TooManyFailures(TooManyRequests):
 def authenticate(email: str, password: str) -> Account | None:
     """The account whose email and password these are, or None; commits the count
     of failures, which refuses an email for a while after SIGN_IN_MAX_FAILURES."""
-    email = email.strip().lower()
+    email = emails.lookup_key(email)  # as the schema stored it
     wait = _seconds_refused(email)
     if wait:
         raise TooManyFailures(wait)

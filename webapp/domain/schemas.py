@@ -15,6 +15,7 @@ from flask import current_app
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ..routing import MAX_ID
+from . import emails
 from .accounts import PASSWORD_LENGTH, ROLES
 
 _PASSWORD = validate.Length(
@@ -48,11 +49,31 @@ class TrimmedString(fields.String):
         return _printable(super()._deserialize(value, attr, data, **kwargs).strip())
 
 
-class NormalizedEmail(fields.Email):
-    """An email address, trimmed and lower-cased before it is validated."""
+class NormalizedEmail(fields.String):
+    """An email address, loaded in the one form it is stored and compared in
+    (emails.canonical: NFKC, lower-case, IDNA domain, RFC 5321 lengths)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        return _printable(super()._deserialize(value, attr, data, **kwargs).strip().lower())
+        text = _printable(super()._deserialize(value, attr, data, **kwargs))
+        try:
+            return emails.canonical(text)
+        except emails.InvalidEmail as error:
+            raise ValidationError(str(error)) from None
+
+
+class DecimalInteger(fields.Integer):
+    """An integer: a JSON number, or a string of ASCII decimal digits without sign,
+    space or leading zero. marshmallow's Integer reads strings with int(), which
+    also takes "٥٧" (Arabic-Indic), "+57", " 57 ", "5_7" and "057": a query or a
+    form's hidden version written any of those ways would name a number it does
+    not spell."""
+
+    _DECIMAL = re.compile(r"0|[1-9][0-9]{0,17}")
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, str) and not self._DECIMAL.fullmatch(value):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
 
 
 class RecordSchema(Schema):
@@ -78,8 +99,16 @@ class UserSchema(RecordSchema):
     )
     email = NormalizedEmail(
         required=True,
-        validate=validate.Length(max=254, error="Must be at most 254 characters."),
-        metadata={"description": "Trimmed and stored lower-case; unique whatever its case."},
+        metadata={
+            "format": "idn-email",
+            "maxLength": emails.MAX_LENGTH,
+            "description": (
+                "Trimmed, then stored in one form: Unicode NFKC, lower-case, the domain in IDNA ASCII form "
+                "(user@bücher.de is stored as user@xn--bcher-kva.de). A dot-atom local part of at most 64 bytes, "
+                "at most 254 bytes in all, no quoted local part, IP literal or special-use domain (.invalid, "
+                ".test, .localhost). Unique in that form, so whatever its case or spelling."
+            ),
+        },
     )
     role = fields.String(
         validate=validate.OneOf(ROLES),
@@ -106,7 +135,7 @@ class UserFormSchema(Schema):
 
     name = UserSchema._declared_fields["name"]
     email = UserSchema._declared_fields["email"]
-    version = fields.Integer(required=True, load_only=True, validate=validate.Range(min=1))
+    version = DecimalInteger(required=True, load_only=True, validate=validate.Range(min=1))
 
 
 class NewPasswordSchema(Schema):
@@ -158,7 +187,7 @@ class TokenSchema(Schema):
         load_default="API token",
         validate=validate.Length(min=1, max=100, error="Must be between 1 and 100 characters."),
     )
-    days = fields.Integer(
+    days = DecimalInteger(
         load_only=True,
         load_default=None,
         validate=validate.Range(min=1, max=3650),
@@ -192,8 +221,8 @@ class QueryArgsSchema(Schema):
 class PageArgsSchema(QueryArgsSchema):
     """Paging query arguments."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
-    per_page = fields.Integer(
+    page = DecimalInteger(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    per_page = DecimalInteger(
         load_default=lambda: current_app.config["DEFAULT_PER_PAGE"],
         validate=validate.Range(min=1),
         metadata={"description": "Items per page: 20 unless given, at most 100 (more asks get 100)."},

@@ -13,6 +13,7 @@ label) and are read from the pool once a second, and by the worker that answers
 """
 
 import os
+import struct
 import threading
 import time
 import weakref
@@ -23,8 +24,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, event
+from werkzeug.exceptions import ServiceUnavailable
 
-from .. import db
+from .. import db, replicas
 
 # prometheus_client chose its storage when it was imported, by the same variable.
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
@@ -48,6 +50,7 @@ class _Pid:
 if MULTIPROCESS:  # before the metrics below are made, so that they use it
     values.ValueClass = values.MultiProcessValue(_Pid())  # type: ignore[no-untyped-call]
 REFRESH_SECONDS = 1.0
+READ_ATTEMPTS = 5  # /metrics reads the workers' files this often before a 503
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 REQUESTS = Counter(
@@ -61,6 +64,19 @@ POOL_CHECKED_OUT = Gauge("webapp_db_pool_checked_out", "Connections in use by a 
 POOL_OVERFLOW = Gauge(
     "webapp_db_pool_overflow", "Connections open beyond pool_size (max_overflow).", multiprocess_mode="liveall"
 )
+STATEMENTS = Counter("webapp_db_statements", "SQL statements sent, by target: primary or replica.", ["target"])
+REPLICA_UP = Gauge(
+    "webapp_db_replica_up",
+    "1 while this worker reads on the replica, 0 while it leaves it out (down or lagging).",
+    ["replica"],
+    multiprocess_mode="liveall",
+)
+REPLICA_LAG = Gauge(
+    "webapp_db_replica_lag_seconds",
+    "How far the replica was behind the primary at this worker's last check (+Inf: unknown, down).",
+    ["replica"],
+    multiprocess_mode="liveall",
+)
 SESSIONS_OPENED = Counter("webapp_db_sessions_opened", "Sessions created by the Session() registry.")
 SESSIONS_REMOVED = Counter("webapp_db_sessions_removed", "Sessions removed at the end of a request.")
 
@@ -70,7 +86,11 @@ _EXTENSION = "webapp.metrics"
 
 def init_app(app: Flask) -> None:
     """Report `app`'s pool and sessions, and serve /metrics."""
-    gauges = app.extensions[_EXTENSION] = PoolGauges(db.get_engine(app))
+    binds = db.binds(app)
+    gauges = app.extensions[_EXTENSION] = PoolGauges(binds.engine, binds.replicas)
+    _count_statements(binds.engine, "primary")
+    for replica in binds.replicas.all if binds.replicas is not None else []:
+        _count_statements(replica.engine, "replica")
     _refresher.watch(gauges)
     event.listen(gauges.engine, "engine_disposed", gauges.refresh)  # post_fork, preloaded app
     for observers, count in ((db.session_opened, _count_opened), (db.session_removing, _count_removed)):
@@ -105,14 +125,32 @@ def metrics() -> Response:
     else:
         registry = REGISTRY
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return Response(encoder(registry), content_type=content_type)
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return Response(encoder(registry), content_type=content_type)
+        except struct.error:
+            # A worker that is starting has created its file but not yet sized it
+            # (prometheus_client reads it as a truncated header): a moment later it is.
+            time.sleep(0.05)
+    raise ServiceUnavailable("A worker's metrics file is being created; scrape again.")
+
+
+def _count_statements(engine: Engine, target: str) -> None:
+    counter = STATEMENTS.labels(target)
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if not context.execution_options.get(replicas.CHECK):  # the health checks are not the app's work
+            counter.inc()
+
+    event.listen(engine, "before_cursor_execute", count)
 
 
 class PoolGauges:
-    """Sets the pool gauges from the engine's pool as it is now."""
+    """Sets the pool gauges from the engine's pool as it is now, and the replicas' state."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, watched: replicas.Replicas | None = None) -> None:
         self.engine = engine
+        self.replicas = watched
         self.lock = threading.Lock()  # read and write as one step, or a stale value may win
         self.refresh()
 
@@ -122,6 +160,9 @@ class PoolGauges:
             POOL_SIZE.set(pool.size())
             POOL_CHECKED_OUT.set(pool.checkedout())
             POOL_OVERFLOW.set(max(pool.overflow(), 0))
+            for replica in self.replicas.all if self.replicas is not None else []:
+                REPLICA_UP.labels(replica.name).set(1 if replica.healthy else 0)
+                REPLICA_LAG.labels(replica.name).set(replica.lag)
 
 
 class _Refresher:

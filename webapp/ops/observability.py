@@ -2,7 +2,8 @@
 
 * `X-Request-ID`: the caller's or a fresh one (request_id.py), on every response;
 * `Server-Timing: db;dur=<ms>;desc="<n> queries"`: the statements this request
-  sent and the time spent in them, counted by an engine event;
+  sent and the time spent in them, counted by an engine event; with read replicas
+  configured, `desc="<n> queries on replica"` (or `on primary`) names where they went;
 * one log line, on the `webapp.requests` logger: request id, method, path, status,
   duration and query count, so that a client's report can be found in the logs;
 * the request counter and latency histogram of metrics.py.
@@ -25,7 +26,7 @@ from urllib.parse import quote
 from flask import Flask, has_request_context, request
 from sqlalchemy import event
 
-from .. import db
+from .. import db, replicas
 from . import metrics, request_id
 
 log = logging.getLogger("webapp.requests")
@@ -42,6 +43,7 @@ class RequestStats:
     status: int = 500  # until the app starts its response
     endpoint: str | None = None
     answered_queries: int = 0  # as Server-Timing told the client (teardown's savepoint release is not)
+    targets: set[str] | None = None  # with replicas: where the statements went
 
 
 # The request this thread is serving, for the statement listeners.
@@ -50,10 +52,15 @@ _current = threading.local()
 
 def init_app(app: Flask) -> None:
     """Time and count every request of `app` and the statements it sends."""
-    engine = db.get_engine(app)
-    event.listen(engine, "before_cursor_execute", _statement_started)
-    event.listen(engine, "after_cursor_execute", _statement_ended)
-    event.listen(engine, "handle_error", _statement_ended)  # a failed statement took time too
+    binds = db.binds(app)
+    engines = [(binds.engine, "primary")]
+    if binds.replicas is not None:
+        engines += [(replica.engine, "replica") for replica in binds.replicas.all]
+    for engine, target in engines:
+        started = _statement_started if binds.replicas is None else _statement_started_on(target)
+        event.listen(engine, "before_cursor_execute", started)
+        event.listen(engine, "after_cursor_execute", _statement_ended)
+        event.listen(engine, "handle_error", _statement_ended)  # a failed statement took time too
     app.wsgi_app = RequestReport(app.wsgi_app)  # type: ignore[method-assign]
 
 
@@ -74,7 +81,10 @@ class RequestReport:
             # Flask starts the response inside the request context, which ends before the report.
             stats.endpoint = request.endpoint if has_request_context() else None
             headers.append((request_id.HEADER, rid))
-            headers.append(("Server-Timing", f'db;dur={stats.db_seconds * 1000:.1f};desc="{stats.queries} queries"'))
+            desc = f"{stats.queries} queries"
+            if stats.targets:
+                desc += " on " + " and ".join(sorted(stats.targets))
+            headers.append(("Server-Timing", f'db;dur={stats.db_seconds * 1000:.1f};desc="{desc}"'))
             return start_response(status, headers, exc_info)
 
         try:
@@ -105,6 +115,19 @@ def _statement_started(*args: Any) -> None:
     if stats is not None:
         stats.queries += 1
         stats.statement_started = time.perf_counter()
+
+
+def _statement_started_on(target: str) -> Callable[..., None]:
+    def started(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        stats = getattr(_current, "stats", None)
+        if stats is not None and not context.execution_options.get(replicas.CHECK):
+            stats.queries += 1
+            stats.statement_started = time.perf_counter()
+            if stats.targets is None:
+                stats.targets = set()
+            stats.targets.add(target)
+
+    return started
 
 
 def _statement_ended(*args: Any) -> None:

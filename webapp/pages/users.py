@@ -136,6 +136,10 @@ def update_user(user_id: int) -> Response | tuple[str, int]:
         based_on = fields.pop("version")
         user = users.update_user(user_id, fields, versions={based_on})
     except (ValidationError, users.EmailTaken) as error:
+        if isinstance(error, ValidationError) and "version" in values and "version" in error.messages:
+            # The hidden version is the form's If-Match: sent but unreadable, it is
+            # a 400 (no one can correct it in the form), never a save without it.
+            abort(400, "The form's version is malformed: reload the page and edit again.")
         return _form(values, _field_errors(error), status=_status(error), user=users.get_user(user_id))
     except users.VersionMismatch as mismatch:
         # Someone saved in between. Show both versions; the form now carries the
