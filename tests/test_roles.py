@@ -359,7 +359,10 @@ def admins(store) -> int:
 
 
 def test_the_last_admin_cannot_be_demoted_through_the_api(client, admin, store):
-    for method, body in (("patch", {"role": "member"}), ("put", {"name": "A", "email": ADMIN_EMAIL, "role": "member"})):
+    for method, body in (
+        ("patch", {"role": "member"}),
+        ("put", {"name": "A", "email": ADMIN_EMAIL, "role": "member"}),
+    ):
         response = getattr(client, method)(f"/api/users/{admin.user_id}", json=body)
         assert "last admin" in assert_problem(response, 409)["detail"]
     assert admins(store) == 1

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from webapp.db import Session
+from webapp.domain import accounts
 from webapp.domain.models import SignInFailures, failures_table, utcnow
 
 from helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Forms, add_account, anonymous, sign_in
@@ -175,7 +176,9 @@ def test_the_session_cookie_changes_at_sign_in_and_the_old_one_stays_signed_out(
 
     after = visitor.get_cookie("session").value
     assert after != before
-    assert login_form(visitor, "/users/new")["csrf_token"] != before_token
+    # Nothing of the anonymous session carried over: its CSRF token no longer counts.
+    assert visitor.post("/logout", data={"csrf_token": before_token}).status_code == 400
+    assert visitor.get("/users").status_code == 200
     # An attacker who planted the anonymous cookie before the sign-in has nothing.
     planted = anonymous(app)
     planted.set_cookie("session", before)
@@ -267,25 +270,25 @@ def test_basic_with_an_unknown_email_and_a_wrong_password_get_the_same_answer(vi
 def test_an_unknown_email_costs_what_a_wrong_password_costs(make_app, database_url, _schema, committing):
     """With a real-cost scrypt, an unknown email must hash too: skipping the hash
     would answer in a small fraction of the time."""
-    app = make_app(DATABASE_URL=database_url, PASSWORD_HASH_METHOD="scrypt:32768:8:1")
-    with app.app_context():
-        add_account(Session().connection(), "Slow", "slow@tests.example.org", "a-real-password")
-        Session().commit()
+    app = make_app(DATABASE_URL=database_url, PASSWORD_HASH_METHOD="scrypt:16384:8:1")
+    with app.app_context():  # hashed with the app's method, at its real cost
+        accounts.make_admin("slow@tests.example.org", "Slow", "a-real-password")
     visitor = anonymous(app)
 
-    def fastest(email: str) -> float:
-        times = []
-        for _ in range(3):
-            form = login_form(visitor)
-            started = time.perf_counter()
-            response = visitor.post("/login", data={**form, "email": email, "password": "not-the-password"})
-            times.append(time.perf_counter() - started)
-            assert response.status_code == 422
-        return min(times)
+    def seconds(email: str) -> float:
+        form = login_form(visitor)
+        started = time.perf_counter()
+        response = visitor.post("/login", data={**form, "email": email, "password": "not-the-password"})
+        assert response.status_code == 422
+        return time.perf_counter() - started
 
-    wrong, unknown = fastest("slow@tests.example.org"), fastest("nobody@tests.example.org")
+    # Taken in turns, three of each (under the throttle's five), so a busy machine
+    # slows both alike; the fastest of each is the least disturbed.
+    times = [(seconds("slow@tests.example.org"), seconds("nobody@tests.example.org")) for _ in range(3)]
+    wrong, unknown = min(t[0] for t in times), min(t[1] for t in times)
 
-    assert unknown > 0.5 * wrong, (unknown, wrong)
+    # Without the dummy hash an unknown email answers in a few percent of the time.
+    assert unknown > 0.3 * wrong, times
 
 
 # -- the throttle ---------------------------------------------------------------------
