@@ -100,7 +100,7 @@ def test_signing_in_leads_to_the_user_list_and_into_the_pages(visitor):
 
 
 def test_the_email_is_matched_whatever_its_case_and_spaces(visitor):
-    response = post_login(visitor, "  ADMIN@Tests.Invalid ", ADMIN_PASSWORD)
+    response = post_login(visitor, "  ADMIN@Tests.Example.ORG ", ADMIN_PASSWORD)
 
     assert response.status_code == 303
 
