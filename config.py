@@ -26,6 +26,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _host_list(value: str) -> list[str]:
+    hosts = [host.strip().lower() for host in value.split(",") if host.strip()]
+    if not hosts:
+        raise ValueError("expected host names separated by commas")
+    return hosts
+
+
 def _non_negative_seconds(value: str) -> float:
     number = float(value)
     if number < 0:
@@ -53,6 +60,8 @@ def _seconds(value: str) -> float:
 
 class Config:
     """Defaults shared by every environment."""
+
+    APP_NAME = "Roster"  # in the header and every page title
 
     # None means the embedded SQLite default, a file under the instance folder.
     DATABASE_URL: str | None = None
@@ -87,6 +96,10 @@ class Config:
     DB_PING_AFTER_IDLE = 1.0
     SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
+    # The Host names (any port) this app answers for; any other is a 400 (Flask 3.1),
+    # so no URL the app builds (`next`, `Link`) can name a host an attacker sent. The
+    # default is what `make run` and the tests serve; behind a proxy, list its names.
+    TRUSTED_HOSTS = ["127.0.0.1", "localhost"]
     # Exports each worker streams at once; more are a 503 with Retry-After. A slow
     # reader holds a thread (never a connection), so the cap must stay below
     # GUNICORN_THREADS for threads to be left for everything else. None: half of
@@ -162,6 +175,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_IDLE_IN_TRANSACTION_TIMEOUT": _seconds,
     "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
+    "TRUSTED_HOSTS": _host_list,
     "EXPORT_MAX_CONCURRENT": _positive_int,
     "API_TOKEN_DAYS": _positive_int,
     "API_TOKEN_CACHE_SECONDS": _non_negative_seconds,

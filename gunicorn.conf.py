@@ -28,6 +28,35 @@ graceful_timeout = 30
 # Set it to contain a leak you cannot fix; the jitter staggers the restarts.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max(max_requests // 10, 1) if max_requests else 0
+
+# -- slow and idle clients ------------------------------------------------------------
+#
+# gunicorn must sit behind a buffering proxy (nginx, a cloud load balancer) that
+# reads each request whole before passing it on and takes the response as fast as
+# gunicorn writes it: a gthread thread serves one request from its first byte to
+# its last, so without a proxy a client that sends or reads slowly holds a thread,
+# and a few dozen of them hold every thread. These settings bound the damage when
+# there is none; they do not remove it.
+#
+# An idle kept-alive connection waits in the worker's poller, not in a thread, for
+# this many seconds: short, because each is a socket a client keeps for free. A
+# proxy in front that pools connections to gunicorn should idle out first.
+keepalive = 2
+# Connections a worker holds at once, kept-alive ones included (gunicorn's default
+# is 1,000): beyond them it stops accepting, so a flood of idle sockets queues in
+# the kernel's backlog instead of costing the worker memory and file descriptors.
+worker_connections = 250
+# gthread has no setting for how long a request's head may take to arrive. A
+# thread waits at most 5 s (hard-coded in gunicorn 27) for a connection's first
+# bytes before giving it back to the poller, but a client that trickles its head
+# byte by byte keeps the thread until `timeout` kills the worker: the proxy's
+# client_header_timeout is the header-read limit of this set-up.
+# The size of a request's head, which gunicorn refuses before the app sees it
+# (docs/api.md, "Errors before the app"): gunicorn's defaults, written down.
+limit_request_line = 4094  # bytes of method, URL and version: 414 beyond
+limit_request_fields = 100  # header fields: 431 beyond
+limit_request_field_size = 8190  # bytes of one header field: 431 beyond
+
 # No access log: the app logs one line per request itself (webapp/observability.py),
 # with its request id and query count. Ours goes to stdout in gunicorn's format,
 # gunicorn's to stderr. Applied in on_starting, not through logconfig_dict: gunicorn
@@ -44,7 +73,12 @@ LOGGING = {
         }
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"}},
-    "loggers": {"webapp": {"level": "INFO", "handlers": ["console"], "propagate": False}},
+    "loggers": {
+        "webapp": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # Alembic is imported by the app's CLI commands, and says at INFO which of its
+        # plugins it set up: seven lines per worker that tell an operator nothing.
+        "alembic": {"level": "WARNING"},
+    },
     "root": {"level": "INFO", "handlers": ["console"]},
 }
 # gunicorn 25+ opens a control socket under $HOME by default; several instances
@@ -93,6 +127,22 @@ def on_starting(server):
         if name.endswith(".db"):
             os.remove(os.path.join(metrics_dir, name))
     server.log.info("Prometheus multiprocess directory: %s", metrics_dir)
+
+
+def when_ready(server):
+    """One line, once, that says what this server is: where, how many, which database."""
+    from sqlalchemy import make_url
+
+    raw = os.environ.get("DATABASE_URL", "").strip()
+    database = make_url(raw).render_as_string(hide_password=True) if raw else "SQLite in the instance folder"
+    server.log.info(
+        "Serving %s with %d workers x %d threads (%s); database %s",
+        server.cfg.bind[0] if server.cfg.bind else bind,
+        server.cfg.workers,
+        server.cfg.threads,
+        server.cfg.worker_class_str,
+        database,
+    )
 
 
 def child_exit(server, worker):

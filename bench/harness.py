@@ -381,21 +381,30 @@ def cursor(after: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": after}, separators=(",", ":")).encode()).rstrip(b"=").decode()
 
 
+def sorted_cursor(sort: str, key, after: int) -> str:
+    """The app's cursor for a sorted list (encode_cursor with a sort): after the user
+    whose `sort` column is `key` and whose id is `after`."""
+    key = key.isoformat() if hasattr(key, "isoformat") else key
+    payload = json.dumps({"sort": sort, "key": key, "after": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+
+
+def sort_positions(database_url: str, column: str, count: int = 500) -> list[tuple]:
+    """(key, id) of `count` users picked at random: where deep pages of a sort start."""
+    return sql(database_url, f"SELECT {column}, id FROM users ORDER BY random() LIMIT %s", (count,))
+
+
 def id_range(database_url: str) -> tuple[int, int]:
     return sql(database_url, "SELECT min(id), max(id) FROM users")[0]
 
 
 def rare_fragments(database_url: str, count: int = 300) -> list[str]:
-    """Six characters of the random part of existing emails: each matches a user or two."""
+    """Existing emails, whole: as fragments, each matches its own user (and now and
+    then another whose email contains it)."""
     emails = [row[0] for row in sql(database_url, "SELECT email FROM users TABLESAMPLE SYSTEM (10) LIMIT %s", (count,))]
     if len(emails) < count:
         emails += [row[0] for row in sql(database_url, "SELECT email FROM users ORDER BY random() LIMIT %s", (count,))]
-    fragments = []
-    for email in emails[:count]:
-        token = email.split("@")[0].rsplit(".", 1)[-1]
-        start = random.randrange(len(token) - 5)
-        fragments.append(token[start : start + 6])
-    return fragments
+    return emails[:count]
 
 
 def tempdir():

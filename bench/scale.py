@@ -1,5 +1,8 @@
 """`make bench-scale`: does a request cost the same with 1M users as with 10k?
 
+Scenarios: get-by-id, the next page at depth in id order and in each of SORTED,
+search for a rare and a common fragment, and for contrast a deep page by OFFSET.
+
 Two scratch PostgreSQL databases, seeded by the app's seed-users with 10,000 and
 1,000,000 users, each served by the app under the same gunicorn settings, driven
 alternately (10k, 1M, 10k, 1M) with the same load generator. For each scenario it
@@ -19,8 +22,10 @@ from pathlib import Path
 import harness
 from harness import Scenario, log
 
-# A surname shared by one user in 15 (cli.LAST_NAMES): a search with many matches.
+# A surname shared by one user in 66 (seed.LAST_NAMES): a search with many matches.
 COMMON_FRAGMENT = "lovelace"
+# Sorted lists at depth: each a keyset on (column, id) over its own index.
+SORTED = ("name", "-name", "email", "-created_at")
 
 
 def scenarios(database_url: str, per_page: int = 20) -> list[Scenario]:
@@ -32,6 +37,16 @@ def scenarios(database_url: str, per_page: int = 20) -> list[Scenario]:
         Scenario(
             "next page at depth (cursor)",
             [f"/api/users?per_page={per_page}&cursor={harness.cursor(id_ - 1)}" for id_ in ids],
+        ),
+        *(
+            Scenario(
+                f"next page at depth, sort={sort}",
+                [
+                    f"/api/users?per_page={per_page}&sort={sort}&cursor={harness.sorted_cursor(sort, key, id_)}"
+                    for key, id_ in harness.sort_positions(database_url, sort.lstrip("-"))
+                ],
+            )
+            for sort in SORTED
         ),
         Scenario(
             "search, rare fragment", [f"/api/users?q={fragment}" for fragment in harness.rare_fragments(database_url)]
@@ -65,9 +80,10 @@ def main() -> int:
             seeded[size] = harness.seed(urls[size], count)
             log(f"seeded {count} users in {seeded[size]:.0f} s ({count / seeded[size]:.0f} users/s)")
         plans = {size: scenarios(url) for size, url in urls.items()}
+        tokens = {size: harness.api_token(url) for size, url in urls.items()}  # every request needs one
         servers = {size: stack.enter_context(harness.gunicorn("wsgi:app", url, work)) for size, url in urls.items()}
         for size, server in servers.items():
-            server.authorization = f"Bearer {harness.api_token(urls[size])}"
+            server.authorization = f"Bearer {tokens[size]}"
 
         results = {}
         for index, name in enumerate(scenario.name for scenario in plans["small"]):

@@ -229,6 +229,11 @@ def pg_engine_options(**overrides) -> dict:
     return engine_options(settings, url_from_settings({**settings, "DATABASE_URL": "postgresql://db/app"}, ""))
 
 
+def page_text(response) -> str:
+    """What a reader sees of an HTML response: its text without tags, spaces collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", response.text).split())
+
+
 def assert_problem(response, status):
     """The response is problem+json with `status`; returns its body."""
     assert response.status_code == status
@@ -327,6 +332,13 @@ class Statements(list):
 
     def sql(self) -> list[str]:
         return [statement for statement, _ in self]
+
+
+def plan(connection, backend: str, statement: str, parameters) -> str:
+    """The database's plan for `statement`, as text: EXPLAIN, or SQLite's EXPLAIN QUERY PLAN."""
+    explain = "EXPLAIN " if backend == "postgresql" else "EXPLAIN QUERY PLAN "
+    rows = connection.exec_driver_sql(explain + statement, parameters).all()
+    return "\n".join(str(row[-1]) for row in rows)
 
 
 class Forms:

@@ -258,7 +258,8 @@ def test_invalid_or_unknown_fields_are_422_with_errors_per_field(store, client, 
 
 
 def test_an_email_of_exactly_254_characters_is_accepted(client):
-    email = "a" * 242 + "@example.com"
+    # RFC 5321: a local part of at most 64 octets, so the length is in the domain.
+    email = "a" * 64 + "@" + ".".join(["b" * 62] * 2 + ["c" * 51]) + ".example.com"
     assert len(email) == 254
 
     assert client.post("/api/users", json={"name": "Long", "email": email}).status_code == 201
@@ -309,3 +310,25 @@ def test_an_unexpected_error_is_500_problem_without_a_traceback(app, rolled_back
     body = assert_problem(response, 500)
     assert "secret internals" not in response.text and "Traceback" not in response.text
     assert body["title"] == "Internal Server Error"
+
+
+# -- error texts written for this API ----------------------------------------------------
+
+
+def test_an_unknown_endpoint_is_a_404_that_points_to_the_docs(client):
+    response = client.get("/api/nothing-here")
+
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
+    assert response.get_json()["detail"] == "There is no such endpoint in this API: /api/docs lists them."
+
+
+def test_a_body_that_is_not_json_is_a_400_that_says_what_to_send(client, store):
+    response = client.post("/api/users", data="{not json", content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.get_json()["detail"].startswith("The body is not valid JSON: Expecting property name")
+    assert store.count() == 0
+
+
+def test_a_404_of_the_api_with_a_text_of_its_own_keeps_it(client):
+    assert client.get("/api/users/987654").get_json()["detail"] == "There is no user with id 987654."

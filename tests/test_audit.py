@@ -3,6 +3,7 @@ when the change is rolled back. History is served newest first, even after delet
 
 import logging
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from webapp import csrf
 from webapp.db import Session
 from webapp.domain.models import AuditEntry, User
 from webapp.ops.session_events import log as events_log
+from webapp.pages import display
 
 from helpers import NOT_THE_ADMIN, add_admin
 
@@ -124,7 +126,7 @@ def test_the_user_page_shows_the_history(client):
 
     history = page[page.index('<h2 id="history">') :]
     assert history.index("Changed") < history.index("Created")
-    assert "<del>Ada</del> → <ins>Ada King</ins>" in history
+    assert "<dd><del>Ada</del> → <ins>Ada King</ins></dd>" in history
 
 
 # -- watching sessions live and die -----------------------------------------------------
@@ -158,3 +160,46 @@ def test_session_events_log_shows_begin_commit_rollback_and_remove(committing, m
         ("remove", "req-2"),
     ]
     assert all("thread=MainThread" in line for line in lines)
+
+
+# -- the timeline on the pages ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (-5, "just now"),
+        (10, "just now"),
+        (60, "a minute ago"),
+        (150, "2 minutes ago"),
+        (3599, "59 minutes ago"),
+        (3600, "an hour ago"),
+        (3 * 3600, "3 hours ago"),
+        (86400 + 5, "yesterday"),
+        (3 * 86400, "3 days ago"),
+        (8 * 86400, "a week ago"),
+        (40 * 86400, "a month ago"),
+        (800 * 86400, "2 years ago"),
+    ],
+)
+def test_times_in_the_timeline_read_as_a_person_says_them(seconds, said):
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    assert display.ago(now - timedelta(seconds=seconds), now) == said
+
+
+def test_the_timeline_says_who_when_and_what_changed_newest_first(client, admin):
+    user_id = client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"}).get_json()["id"]
+    client.patch(f"/api/users/{user_id}", json={"email": "ada@example.org", "password": "a-new-password"})
+
+    page = client.get(f"/users/{user_id}").text
+    timeline = page[page.index('<ol class="timeline">') :]
+
+    changed, created = timeline.index("<strong>Changed</strong>"), timeline.index("<strong>Created</strong>")
+    assert changed < created
+    assert f'by <span class="actor"><a href="/users/{admin.user_id}">Test Admin</a></span>' in timeline
+    assert ">just now</time>" in timeline
+    assert re.search(r'<span class="absolute">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</span>', timeline)
+    assert "<dt>Email</dt>\n        <dd><del>ada@example.com</del> → <ins>ada@example.org</ins></dd>" in timeline
+    assert "<dt>Password</dt>\n        <dd>changed</dd>" in timeline
+    assert "<dt>Name</dt>\n        <dd><ins>Ada</ins></dd>" in timeline[created:]

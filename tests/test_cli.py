@@ -1,7 +1,9 @@
 """The CLI: `flask --app wsgi init-db` and `flask --app wsgi seed-users N`."""
 
+import re
 import subprocess
 import sys
+import unicodedata
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -24,6 +26,7 @@ def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
         "audit_log",
         "api_tokens",
         "sign_in_failures",
+        "import_reports",
         "alembic_version",
     }
     assert {c["name"] for c in inspector.get_columns("users")} == {
@@ -36,8 +39,12 @@ def test_init_db_upgrades_an_empty_database_to_the_latest_migration(make_app):
         "role",
         "password_hash",
     }
-    [index] = inspector.get_indexes("users")
-    assert index["unique"] and index["column_names"] == ["email"]
+    indexes = {index["name"]: (index["unique"], index["column_names"]) for index in inspector.get_indexes("users")}
+    assert indexes == {
+        "uq_users_email": (True, ["email"]),
+        "ix_users_name_id": (False, ["name", "id"]),
+        "ix_users_created_at_id": (False, ["created_at", "id"]),
+    }
     with app.app_context():
         assert migrations.current() == migrations.head()
 
@@ -79,6 +86,24 @@ def test_seed_users_in_batches_adds_every_user_with_its_history(store, runner, c
     assert store.count() == 2500
     assert len({email for _, email in store.users()}) == 2500
     assert store.scalar(select(func.count()).select_from(AuditEntry)) == 2500
+
+
+def test_seed_users_makes_people_with_their_names_in_their_emails_numbered_only_when_taken(store, runner, committing):
+    runner.invoke(args=["seed-users", "300"])
+    second = runner.invoke(args=["seed-users", "300"])  # on the same database: its emails are taken
+
+    users = store.users()
+    assert "Added 300 users." in second.output
+    assert len({email for _, email in users}) == 600
+    assert len({name for name, _ in users}) > 250
+    for name, email in users:
+        local, _, domain = email.partition("@")
+        assert domain in ("example.com", "example.org", "example.net")
+        last = unicodedata.normalize("NFKD", name.split()[-1]).encode("ascii", "ignore").decode().lower()
+        assert last in local, (name, email)
+        assert not re.search(r"[0-9a-f]{8}", local), email  # no random hex
+    first_run = [email for _, email in users[:300]]
+    assert sum(bool(re.search(r"\d", email)) for email in first_run) < 60  # a number only for a repeat
 
 
 @pytest.mark.parametrize("batch", ["0", "50001"])

@@ -3,10 +3,13 @@ session alive exactly as long as the stream and its connection only while a chun
 
 import csv
 import io
+import secrets
 import socket
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, event
 
 from webapp import migrations
@@ -56,6 +59,44 @@ def test_cells_that_a_spreadsheet_would_run_as_formulas_are_defused(store, clien
     rows = parse(client.get("/api/users.csv"))
 
     assert [row[1] for row in rows[1:]] == ["'=1+1", "'+SUM(A1)", "'-2+3", "'@cmd", "Plain"]
+
+
+FORMULA_STARTS = tuple(exports.FORMULA_STARTS)
+
+
+def cells_as_a_spreadsheet_splits_them(text: str):
+    """Every cell of `text` read with each common separator, as a spreadsheet set to
+    that separator would read the file (quotes honoured, leniently)."""
+    for delimiter in (",", ";", "\t"):
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            yield from row
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(names=st.lists(st.text(alphabet="=+-@,;\t\r\n\" 'aZ9＝", min_size=1, max_size=12), min_size=1, max_size=5))
+def test_no_cell_starts_a_formula_whatever_separator_the_spreadsheet_splits_on(store, client, names):
+    store.add_users(*[(name, f"{secrets.token_hex(6)}@example.com") for name in names])
+
+    text = client.get("/api/users.csv").text
+
+    for cell in cells_as_a_spreadsheet_splits_them(text):
+        assert not cell.lstrip(" ").startswith(FORMULA_STARTS), (names, cell)
+
+
+@pytest.mark.parametrize(
+    "name, exported",
+    [("Ada;=HYPERLINK(1)", "Ada;'=HYPERLINK(1)"), ("Ada, +1", "Ada,' +1"), ('Ada"=1', "Ada\"'=1"), ("＝1", "'＝1")],
+)
+def test_a_formula_after_a_separator_or_a_quote_is_defused_too(store, client, name, exported):
+    store.add_users((name, "ada@example.com"))
+
+    assert parse(client.get("/api/users.csv"))[1][1] == exported
 
 
 def test_an_invalid_search_is_422(client):

@@ -6,12 +6,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select, update
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from webapp import db
-from webapp.bulk import imports
+from webapp.bulk import imports, reports
 from webapp.bulk.imports import BATCH_SIZE
+from webapp.domain.models import User, import_reports_table
 
 from helpers import assert_problem
 
@@ -301,28 +303,82 @@ def test_the_import_form_has_a_file_input_a_mode_choice_and_a_csrf_token(client,
     assert "csrf_token" in forms.hidden("/users/import")
 
 
-def test_uploading_a_file_shows_the_counts(store, client, forms):
-    page = upload(forms, csv_body("Ada,ada@example.com", "Alan,alan@example.com"))
+def redirected_report(client, response):
+    """The page the upload redirected to (post/redirect/get)."""
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    assert re.fullmatch(r"/users/import\?report=[\w-]{43}", location)
+    return client.get(location)
 
-    assert page.status_code == 201
-    assert "2 created, 0 rejected." in page.text
+
+def test_an_upload_redirects_with_303_to_a_page_with_the_report(store, client, forms):
+    response = upload(forms, csv_body("Ada,ada@example.com", "Alan,alan@example.com"))
+
+    page = redirected_report(client, response)
+    assert page.status_code == 200
+    assert "Imported 2 users." in page.text and "2 created, 0 rejected." in page.text
+    assert 'class="report report-ok"' in page.text
     assert store.count() == 2
 
 
-def test_a_refused_upload_shows_the_errors_with_their_line_numbers(store, client, forms):
-    page = upload(forms, csv_body("Ada,ada@example.com", "Bad,nope"))
+def test_reloading_the_report_shows_it_again_and_imports_nothing_again(store, client, forms):
+    response = upload(forms, csv_body("Ada,ada@example.com"))
+    first = redirected_report(client, response)
 
-    assert page.status_code == 422
+    again = client.get(response.headers["Location"])
+
+    assert "1 created, 0 rejected." in first.text and "1 created, 0 rejected." in again.text
+    assert store.count() == 1
+
+
+def test_a_report_is_for_who_imported_and_for_an_hour(app, store, client, forms):
+    location = upload(forms, csv_body("Ada,ada@example.com")).headers["Location"]
+    with app.app_context():
+        db.Session().execute(
+            update(import_reports_table).values(created_at=datetime.now(UTC) - reports.KEPT_FOR - timedelta(seconds=1))
+        )
+        db.Session().commit()
+
+    page = client.get(location)
+
+    assert page.status_code == 200
+    assert "That import report is gone" in page.text and "created," not in page.text
+
+
+def test_a_refused_upload_shows_the_errors_with_their_line_numbers(store, client, forms):
+    page = redirected_report(client, upload(forms, csv_body("Ada,ada@example.com", "Bad,nope")))
+
     assert "Nothing imported" in page.text and "0 created, 1 rejected." in page.text
+    assert 'class="report report-error"' in page.text
     assert "<td>3</td><td>email</td><td>Not a valid email address.</td>" in page.text
     assert store.count() == 0
 
 
-def test_a_partial_upload_writes_the_valid_rows(store, client, forms):
-    page = upload(forms, csv_body("Ada,ada@example.com", "Bad,nope"), mode="partial")
+def test_a_rejected_line_as_a_whole_is_named_the_whole_row(client, forms):
+    page = redirected_report(client, upload(forms, csv_body("Ada,ada@example.com,extra"), mode="partial"))
 
-    assert page.status_code == 201 and "1 created, 1 rejected." in page.text
+    assert "<td>2</td><td>the whole row</td><td>Expected 2 columns (name, email), found 3.</td>" in page.text
+    assert "_row" not in page.text
+
+
+def test_a_partial_upload_writes_the_valid_rows(store, client, forms):
+    page = redirected_report(client, upload(forms, csv_body("Ada,ada@example.com", "Bad,nope"), mode="partial"))
+
+    assert "1 created, 1 rejected." in page.text
     assert store.users() == [("Ada", "ada@example.com")]
+
+
+def test_the_form_links_a_sample_csv_that_imports(client, forms, store):
+    page = client.get("/users/import").text
+    assert '<a href="/static/sample-users.csv" download>Download a sample CSV</a>' in page
+    with client.get("/static/sample-users.csv") as sample:
+        assert sample.mimetype == "text/csv"
+        body = sample.data
+
+    response = upload(forms, body)
+
+    assert "3 created, 0 rejected." in redirected_report(client, response).text
+    assert store.count() == 3
 
 
 def test_an_unreadable_upload_re_renders_the_form_with_the_problem(client, forms):
@@ -395,3 +451,41 @@ def test_the_cli_refuses_an_unreadable_file_with_status_2(store, runner, committ
 
     assert result.exit_code == 2 and "empty" in result.output
     assert store.count() == 0
+
+
+# -- what the export writes, the import reads ------------------------------------------
+
+
+def test_the_exports_id_created_at_and_updated_at_columns_are_accepted_and_ignored(store, client):
+    store.add_users(("Ada", "ada@example.com"), ("Alan", "alan@example.com"))
+    exported = client.get("/api/users.csv?q=example.com").data
+    client.delete(f"/api/users/{store.scalars(select(User.id).where(User.email == 'ada@example.com'))[0]}")
+    edited = exported.replace(b"Alan,alan@example.com", b"Grace,grace@example.com")
+
+    report = post_csv(client, edited, mode="partial").get_json()
+
+    assert report["created"] == 2 and report["rejected"] == []
+    assert sorted(store.users()) == [
+        ("Ada", "ada@example.com"),
+        ("Alan", "alan@example.com"),
+        ("Grace", "grace@example.com"),
+    ]
+
+
+def test_a_json_import_ignores_the_same_fields(store, client):
+    items = [{"id": 7, "name": "Ada", "email": "ada@example.com", "created_at": "x", "updated_at": "y"}]
+
+    response = client.post("/api/users/import", json=items)
+
+    assert response.status_code == 201
+    assert store.users() == [("Ada", "ada@example.com")]
+
+
+def test_a_header_with_other_columns_names_what_is_accepted(client):
+    response = post_csv(client, csv_body("Ada,ada@example.com,admin", header="name,email,role\n"))
+
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["file"] == [
+        "The header must be the columns name and email, in any order, and may have the export's id, "
+        "created_at and updated_at, which are ignored (unexpected 'role')."
+    ]

@@ -67,7 +67,7 @@ def test_the_user_schema_is_generated_from_the_marshmallow_schema(document):
         "updated_at",
     }
     assert user["properties"]["name"]["maxLength"] == 100
-    assert (user["properties"]["email"]["format"], user["properties"]["email"]["maxLength"]) == ("email", 254)
+    assert (user["properties"]["email"]["format"], user["properties"]["email"]["maxLength"]) == ("idn-email", 254)
 
 
 def test_patch_takes_a_schema_without_required_fields_and_put_the_full_one(document):
@@ -84,7 +84,7 @@ def test_the_list_documents_its_query_arguments_and_page_shape(document):
     operation = document["paths"]["/api/users"]["get"]
 
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
-    assert set(parameters) == {"page", "per_page", "q", "cursor"}
+    assert set(parameters) == {"page", "per_page", "q", "cursor", "sort"}
     assert all(parameter["in"] == "query" and not parameter["required"] for parameter in parameters.values())
     assert parameters["q"]["schema"]["maxLength"] == 100
     assert parameters["per_page"]["schema"]["minimum"] == 1
@@ -148,12 +148,25 @@ def test_the_reference_page_shows_every_operation_and_schema(client, document):
     assert page.status_code == 200 and page.mimetype == "text/html"
     for path, method, operation in operations(document):
         assert f'id="{operation["operationId"]}"' in page.text
-        assert f'<span class="method">{method.upper()}</span> <code>{path}</code>' in page.text
+        assert f'<span class="method method-{method}">{method.upper()}</span> <code>{path}</code>' in page.text
     for name, schema in document["components"]["schemas"].items():
         assert f'id="schema-{name}"' in page.text
         for member in schema["properties"]:
             assert f"<td><code>{member}</code></td>" in page.text
     assert 'href="/api/openapi.json"' in page.text
+
+
+def test_the_reference_page_shows_no_raw_markdown(client):
+    page = client.get("/api/docs").text
+
+    assert "`" not in re.sub(r"<code>.*?</code>", "", page)
+
+
+def test_the_reference_page_puts_each_response_header_on_its_own_line(client):
+    page = client.get("/api/docs").text
+    section = page[page.index('id="createUser"') : page.index('id="getUser"')]
+
+    assert re.search(r'<ul class="headers"><li><code>ETag</code>: .*?</li><li><code>Location</code>: ', section)
 
 
 def test_the_reference_page_works_offline_without_javascript(client):

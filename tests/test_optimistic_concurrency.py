@@ -147,7 +147,7 @@ def test_the_conflict_page_lets_the_user_reapply_their_change_on_top(store, clie
 
     response = client.post(f"/users/{user_id}/edit", data={**reapply, "name": "Mine", "email": "ada@example.com"})
 
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert store.users() == [("Mine", "ada@example.com")]
 
 

@@ -20,7 +20,7 @@ XSS = [
 def names_listed(page) -> list[str]:
     """The user names in the rows of a list page, as the browser shows them, but for
     the admin the test acts as (the first user)."""
-    names = [unescape(name) for name in re.findall(r'<td><a href="/users/\d+">(.*?)</a></td>', page.text)]
+    names = [unescape(name) for name in re.findall(r'<td class="name"><a href="/users/\d+">(.*?)</a>', page.text)]
     return [name for name in names if name != ADMIN_NAME]
 
 
@@ -57,7 +57,7 @@ def test_list_shows_users_in_a_table_with_a_search_box_and_the_total(store, clie
     page = client.get("/users")
 
     assert page.status_code == 200 and page.mimetype == "text/html"
-    assert "<table>" in page.text and '<input id="q" name="q" type="search"' in page.text
+    assert '<table class="users">' in page.text and '<input id="q" name="q" type="search"' in page.text
     assert names_listed(page) == ["Ada Lovelace", "Alan Turing"]
     assert "alan@example.com" in page.text and "3 users" in page.text  # and the admin
 
@@ -116,7 +116,7 @@ def test_new_user_form_has_a_csrf_token_and_labelled_inputs(client):
 def test_create_redirects_to_the_new_user_with_a_flash_message(store, client, forms):
     response = forms.post("/users", {"name": "  Ada Lovelace ", "email": " ADA@Example.COM"})
 
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert re.fullmatch(r"/users/\d+", location_path(response))
     assert store.users() == [("Ada Lovelace", "ada@example.com")]
     shown = client.get(location_path(response))
@@ -222,7 +222,7 @@ def test_edit_saves_and_redirects_to_the_user_with_a_flash_message(store, client
         f"/users/{user_id}/edit", {"name": "Ada King", "email": "KING@example.com"}, page=f"/users/{user_id}/edit"
     )
 
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert location_path(response) == f"/users/{user_id}"
     assert store.users() == [("Ada King", "king@example.com")]
     assert "Saved Ada King." in client.get(f"/users/{user_id}").text
@@ -271,7 +271,7 @@ def test_delete_removes_the_user_and_redirects_to_the_list_with_a_flash_message(
 
     response = forms.post(f"/users/{ada_id}/delete", {}, page=f"/users/{ada_id}/delete")
 
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert location_path(response) == "/users"
     assert store.users() == [ALAN]
     listed = client.get("/users")

@@ -35,6 +35,15 @@ def test_gunicorn_uses_the_gthread_worker_with_sensible_defaults(monkeypatch, tm
     assert settings["preload_app"] is False
 
 
+def test_gunicorn_bounds_idle_connections_and_the_size_of_a_request_head(monkeypatch, tmp_path):
+    settings = gunicorn_settings(monkeypatch, tmp_path)
+
+    assert 1 <= settings["keepalive"] <= 5
+    assert settings["threads"] < settings["worker_connections"] <= 1000
+    assert (settings["limit_request_line"], settings["limit_request_fields"]) == (4094, 100)
+    assert settings["limit_request_field_size"] == 8190
+
+
 def test_gunicorn_recycles_workers_only_when_asked_and_then_with_jitter(monkeypatch, tmp_path):
     default = gunicorn_settings(monkeypatch, tmp_path)
     asked = gunicorn_settings(monkeypatch, tmp_path, GUNICORN_MAX_REQUESTS="1000")
@@ -80,6 +89,17 @@ def test_the_real_server_serves_the_api_from_every_worker(store, gunicorn):
         assert (fetched.status, fetched.json()) == (200, user)
     assert gunicorn.post("/api/users", {"name": "Dup", "email": "g0@example.com"}).status == 409
     assert len(store.users()) == 20
+
+
+def test_the_start_up_log_says_what_matters_once(store, gunicorn, database_url):
+    gunicorn.get("/api/users")  # every worker has loaded the app by now, or soon
+    wait_for(gunicorn.workers_ready)
+
+    output = gunicorn.output()
+    serving = [line for line in output.splitlines() if "Serving" in line]
+    assert len(serving) == 1
+    assert "workers x" in serving[0] and "threads (gthread); database" in serving[0]
+    assert "setup plugin" not in output and "alembic" not in output
 
 
 # -- stopping and recycling workers -----------------------------------------------------

@@ -6,12 +6,12 @@ from flask import Flask
 
 import config
 
-from . import api, auth, cli, db, errors, pages, security
+from . import api, auth, bodies, cli, db, errors, pages, security, site
 from .api import openapi
 from .bulk import exports
 from .domain import audit
 from .ops import health, metrics, observability, session_events
-from .routing import IdConverter
+from .routing import IdConverter, options_response
 from .security import csrf
 
 __all__ = ["create_app", "csrf"]
@@ -21,8 +21,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app: config (defaults, environment, `overrides`), database, routes."""
     app = Flask(__name__, instance_relative_config=True)
     config.load(app, overrides)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schema's field order in responses
     app.url_map.converters["id"] = IdConverter
+    app.make_default_options_response = options_response  # type: ignore[method-assign]
+    bodies.init_app(app)
 
     db.init_app(app)
     auth.init_app(app)
@@ -39,4 +40,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(site.bp)
     return app

@@ -56,7 +56,7 @@ def init_app(app: Flask) -> None:
 def require_sign_in() -> Response | None:
     """Before every page: the first-run setup, then a signed-in user."""
     if setup_pending():
-        return None if request.endpoint == "pages.setup" else redirect(url_for("pages.setup"))
+        return None if request.endpoint == "pages.setup" else redirect(url_for("pages.setup"), redirect_code())
     if request.endpoint in OPEN_PAGES:
         return None
     if not current_user.is_authenticated:
@@ -78,7 +78,13 @@ def setup_pending() -> bool:
 
 
 def _to_sign_in() -> Response:
-    return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+    return redirect(url_for("pages.login", next=request.full_path.rstrip("?")), redirect_code())
+
+
+def redirect_code() -> int:
+    """302 for a GET sent elsewhere, 303 (the next request is a GET) for anything else.
+    Always given explicitly: Flask 3.2 changes redirect()'s default to 303."""
+    return 302 if request.method in ("GET", "HEAD") else 303
 
 
 def _load_account(user_id: str) -> Account | None:

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask.globals import request_ctx
 from marshmallow import ValidationError
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -75,17 +76,37 @@ def problem(status: int, detail: str, **members: object) -> Response:
     return response
 
 
+# Werkzeug's texts speak of servers and browsers in general; an error raised with
+# no text of its own gets one that speaks of this API.
+API_TEXTS = {
+    400: "The request could not be read: a JSON body must be valid JSON, sent as application/json.",
+    404: "There is no such endpoint in this API: /api/docs lists them.",
+    405: "This endpoint does not take that method: the Allow header says which it takes.",
+    413: "The body is too large for this API (MAX_CONTENT_LENGTH).",
+    415: "Send the body as JSON, with Content-Type: application/json.",
+}
+
+
+def _detail(error: HTTPException) -> str:
+    if error.description == type(error).description and error.code in API_TEXTS:
+        return API_TEXTS[error.code]
+    return error.description or ""
+
+
 def error_response(error: HTTPException) -> Response:
     """The response for any HTTP error, in the caller's language."""
     status = error.code or 500
     errors = getattr(error, "errors", None)
     if wants_json():
         members = {"errors": errors} if errors else {}
-        response = problem(status, error.description or "", **members)
+        response = problem(status, _detail(error), **members)
     else:
+        # A request refused before routing (an untrusted Host) has no URL adapter, and
+        # the full page links to the app: it gets the page without links.
+        page = "errors/error.html" if request_ctx.url_adapter is not None else "errors/bare.html"
         response = Response(
             render_template(
-                "errors/error.html",
+                page,
                 status=status,
                 title=HTTP_STATUS_CODES.get(status, "Error"),
                 description=error.description,

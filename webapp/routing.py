@@ -1,7 +1,9 @@
-"""URL converters shared by the blueprints."""
+"""URL converters shared by the blueprints, and the answer to OPTIONS."""
 
 from typing import Any
 
+from flask import Response
+from flask.globals import request_ctx
 from werkzeug.routing import IntegerConverter, Map
 
 # Ids are 64-bit integers on both databases (migration 0005), so larger ids cannot
@@ -34,3 +36,12 @@ class IdConverter(IntegerConverter):
 
     def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
         super().__init__(map, min=1, max=MAX_ID)
+
+
+def options_response() -> Response:
+    """The answer to OPTIONS on any route: 204, and Allow listing its methods
+    (Flask's default is a 200 with an empty HTML body)."""
+    methods = request_ctx.url_adapter.allowed_methods()  # type: ignore[union-attr]  # a route matched
+    response = Response(status=204, headers={"Allow": ", ".join(sorted(methods))})
+    del response.headers["Content-Type"]  # no body, so no type
+    return response

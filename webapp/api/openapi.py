@@ -186,7 +186,8 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                 "operationId": "listUsers",
                 "tags": ["users"],
                 "summary": "List users, a page at a time",
-                "description": "In id order, optionally narrowed by `q`. A page past the end is empty. "
+                "description": "In `sort` order (id unless given), optionally narrowed by `q`. "
+                "A page past the end is empty. "
                 "Shallow pages by `page`; any depth by following `next` (a `cursor`).",
                 "parameters": [{"in": "query", "schema": ListArgsSchema}],
                 "responses": {
@@ -303,13 +304,41 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                 },
             },
         ),
+        "api.restore_user": (
+            "post",
+            {
+                "operationId": "restoreUser",
+                "tags": ["users"],
+                "summary": "Restore a deleted user",
+                "description": "The same id, name, email and role as the last deletion recorded; no password "
+                "(set one to let them sign in) and no tokens. Recorded in the history as a restore.",
+                "parameters": [user_id],
+                "responses": {
+                    "201": _json(
+                        "Restored.",
+                        UserSchema,
+                        headers={
+                            **etag,
+                            "Location": {
+                                "description": "The user's URL.",
+                                "schema": {"type": "string", "format": "uri-reference"},
+                            },
+                        },
+                    ),
+                    "404": _problem("No user with this id was ever deleted."),
+                    "409": _problem("The user exists, or their email belongs to another user now (`errors.email`)."),
+                    "503": unavailable,
+                },
+            },
+        ),
         "api.user_history": (
             "get",
             {
                 "operationId": "getUserHistory",
                 "tags": ["users"],
                 "summary": "A user's changes, newest first",
-                "description": "Every insert, update and delete, with old and new values; kept after deletion.",
+                "description": "Every insert, update, delete and restore, with old and new values; "
+                "kept after deletion.",
                 "parameters": [user_id, {"in": "query", "schema": PageArgsSchema}],
                 "responses": {
                     "200": _json("One page of the history.", AuditPageSchema),

@@ -1,5 +1,5 @@
 """The users resource of the JSON API: list, create, read, replace, update, delete,
-history, export and import. Errors are answered by webapp/errors.py as problem JSON.
+history, restore, export and import. Errors are answered by webapp/errors.py as problem JSON.
 
 Every user response carries an ETag made of the user's id and version; writes
 honour If-Match (412 when stale), reads If-None-Match (304): see conditional.py.
@@ -12,7 +12,7 @@ from werkzeug.exceptions import Forbidden, NotFound, UnsupportedMediaType
 
 from .. import auth
 from ..bulk import exports, imports
-from ..domain import accounts, audit, users
+from ..domain import accounts, audit, restore, users
 from ..domain.schemas import (
     audit_page_schema,
     encode_cursor,
@@ -48,8 +48,9 @@ def list_users() -> Response:
         next_url = url_for(
             ".list_users",
             q=args["q"] or None,
+            sort=None if page.sort == "id" else page.sort,
             per_page=page.per_page,
-            cursor=encode_cursor(page.next_after),  # type: ignore[arg-type]  # has_next: not None
+            cursor=encode_cursor(page.next_after, page.sort, page.next_key),  # type: ignore[arg-type]  # has_next
             _external=True,
         )
     response = jsonify(
@@ -122,6 +123,16 @@ def delete_user(user_id: int) -> tuple[str, int]:
     users.delete_user(user_id, expected_versions(user_id))
     auth.forget_user(user_id)
     return "", 204
+
+
+@bp.post("/users/<id:user_id>/restore")
+def restore_user(user_id: int) -> Response:
+    """A deleted user again, with the same id, name, email and role (no password): an admin's."""
+    auth.require_admin("restore users")
+    user = restore.restore_user(user_id)
+    response = user_response(user, 201)
+    response.headers["Location"] = url_for(".get_user", user_id=user.id)
+    return response
 
 
 @bp.get("/users/<id:user_id>/history")

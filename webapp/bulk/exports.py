@@ -15,6 +15,7 @@ proxy buffers for it) and answers any beyond that 503 with Retry-After
 
 import csv
 import io
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from functools import cache
@@ -30,8 +31,14 @@ from ..domain.users import matching, search_pattern
 
 COLUMNS = ("id", "name", "email", "created_at", "updated_at")
 CHUNK = 1000
-# A spreadsheet treats a cell starting with one of these as a formula.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet treats a cell starting with one of these as a formula (the
+# fullwidth forms too, in some locales).
+FORMULA_STARTS = "=+-@\t\r\uff1d\uff0b\uff0d\uff20"
+# Where a spreadsheet may start a cell: the start of ours, or after a separator it
+# may be set to split on (comma, semicolon, tab, a line break) or a quote. OWASP's
+# CSV-injection guidance: a file opened with `;` as the separator splits
+# "Ada;=HYPERLINK(...)" into two cells, and the second is a formula.
+_FORMULA = re.compile(f'(?:^|(?<=[,;\t\r\n"]))(?=[ ]*[{re.escape(FORMULA_STARTS)}])')
 
 
 _SLOTS = "webapp.exports"
@@ -73,10 +80,10 @@ def _releasing(lines: Iterator[str], slot: _Slot) -> Iterator[str]:
 
 
 def safe_cell(value: object) -> str:
-    """The value as text, defused against spreadsheet formula injection (OWASP's advice:
-    a leading apostrophe makes the cell plain text)."""
+    """The value as text, defused against spreadsheet formula injection: an apostrophe
+    before every place a formula could start makes it plain text (OWASP's advice)."""
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return _FORMULA.sub("'", text)
 
 
 def csv_lines(q: str = "") -> Iterator[str]:

@@ -38,6 +38,11 @@ from . import inserts, staging
 from .readahead import read_ahead
 
 COLUMNS = ("name", "email")
+# The export's other columns: accepted and ignored, so an export, edited in a
+# spreadsheet, imports back. The database sets them for new users.
+IGNORED = ("id", "created_at", "updated_at")
+# How a rejection's field reads to a person: "_row" is the line as a whole.
+FIELD_LABELS = {"_row": "the whole row", "_schema": "the whole row"}
 BATCH_SIZE = 5000
 # A report lists at most this many rejected rows (it always counts them all), so
 # that a huge file of bad rows cannot grow the report without bound.
@@ -66,6 +71,11 @@ class Rejection:
     field: str
     message: str
 
+    @property
+    def column(self) -> str:
+        """The field as a person names it: "the whole row" for the line as a whole."""
+        return FIELD_LABELS.get(self.field, self.field)
+
 
 @dataclass
 class ImportReport:
@@ -91,7 +101,8 @@ Row = tuple[int, "dict[str, Any] | BadRow | Any"]
 def read_csv(stream: IO[bytes]) -> Iterator[Row]:
     """(line number, {name, email}) per data row of a UTF-8 CSV file (BOM allowed).
 
-    The header must name exactly the columns name and email, in any order.
+    The header must name the columns name and email, in any order; the export's
+    id, created_at and updated_at may be there too, and are ignored.
     Blank lines are skipped. Raises ImportFileError for an unreadable file.
     """
     text = io.TextIOWrapper(io.BufferedReader(_BlockReader(stream)), encoding="utf-8-sig", newline="")
@@ -134,8 +145,9 @@ def _csv_rows(reader: Any) -> Iterator[Row]:
     if header is None:
         raise ImportFileError("The file is empty: expected a header row with name and email.")
     columns = [column.strip().lower() for column in header]
-    if sorted(columns) != sorted(COLUMNS):
-        unexpected = [c for c in columns if c not in COLUMNS]
+    kept = [column for column in columns if column not in IGNORED]
+    if sorted(kept) != sorted(COLUMNS) or len(set(columns)) != len(columns):
+        unexpected = [c for c in kept if c not in COLUMNS]
         missing = [c for c in COLUMNS if c not in columns]
         details = "; ".join(
             filter(
@@ -147,7 +159,11 @@ def _csv_rows(reader: Any) -> Iterator[Row]:
                 ],
             )
         )
-        raise ImportFileError(f"The header must be the columns name and email, in any order ({details}).")
+        raise ImportFileError(
+            "The header must be the columns name and email, in any order, and may have the export's id, "
+            f"created_at and updated_at, which are ignored ({details})."
+        )
+    keep = [index for index, column in enumerate(columns) if column in COLUMNS]
     while True:
         line = reader.line_num + 1
         cells = _next_row(reader)
@@ -156,9 +172,9 @@ def _csv_rows(reader: Any) -> Iterator[Row]:
         if not any(cell.strip() for cell in cells):
             continue
         if len(cells) != len(columns):
-            yield line, BadRow(f"Expected {len(columns)} columns (name, email), found {len(cells)}.")
+            yield line, BadRow(f"Expected {len(columns)} columns ({', '.join(columns)}), found {len(cells)}.")
         else:
-            yield line, dict(zip(columns, cells, strict=True))
+            yield line, {columns[index]: cells[index] for index in keep}
 
 
 def _next_row(reader: Any) -> list[str] | None:
@@ -177,7 +193,12 @@ def read_json(items: Any) -> Iterator[Row]:
     """(position, item) for a JSON array of users; positions count from 1."""
     if not isinstance(items, list):
         raise ImportFileError("Expected a JSON array of users.")
-    return enumerate(items, start=1)
+    return enumerate(map(_without_ignored, items), start=1)
+
+
+def _without_ignored(item: Any) -> Any:
+    # As in a CSV file: what GET /api/users answered may be sent back as it is.
+    return {k: v for k, v in item.items() if k not in IGNORED} if isinstance(item, dict) else item
 
 
 def import_users(

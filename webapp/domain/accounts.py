@@ -10,6 +10,7 @@ a dummy hash, so that it costs what a wrong password costs. A token is
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -22,6 +23,7 @@ from werkzeug.exceptions import Conflict, NotFound, TooManyRequests
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..db import Session
+from . import emails
 from .models import ApiToken, User, failures_table, tokens_table, users_table, utcnow
 
 ROLES = ("admin", "member")
@@ -117,7 +119,7 @@ class TooManyFailures(TooManyRequests):
 def authenticate(email: str, password: str) -> Account | None:
     """The account whose email and password these are, or None; commits the count
     of failures, which refuses an email for a while after SIGN_IN_MAX_FAILURES."""
-    email = email.strip().lower()
+    email = emails.lookup_key(email)  # as the schema stored it
     wait = _seconds_refused(email)
     if wait:
         raise TooManyFailures(wait)
@@ -177,15 +179,17 @@ class LastAdmin(Conflict):
     description = "This is the last admin: make another user admin first."
 
 
-def ensure_another_admin(user_id: int) -> None:
-    """Raise LastAdmin unless an admin other than `user_id` exists. Checks that could
-    each remove an admin take turns (an advisory lock on PostgreSQL; SQLite's
-    writers take turns anyway), so two of them cannot remove the last two."""
+def ensure_another_admin(user_id: int | Collection[int]) -> None:
+    """Raise LastAdmin unless an admin other than `user_id` (or all of several) exists.
+    Checks that could each remove an admin take turns (an advisory lock on
+    PostgreSQL; SQLite's writers take turns anyway), so two of them cannot remove
+    the last two."""
     session = Session()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(_ADMINS_LOCK)))
+    ids = [user_id] if isinstance(user_id, int) else list(user_id)
     others = session.scalar(
-        select(func.count()).select_from(users_table).where(users_table.c.role == "admin", users_table.c.id != user_id)
+        select(func.count()).select_from(users_table).where(users_table.c.role == "admin", users_table.c.id.not_in(ids))
     )
     if not others:
         raise LastAdmin()

@@ -93,6 +93,10 @@ class User(Base):
     __table_args__ = (
         Index("uq_users_email", "email", unique=True),
         CheckConstraint("role IN ('admin', 'member')", name="ck_users_role"),
+        # Sorted lists page by keyset on (column, id) (users._after); the email's
+        # order is uq_users_email's.
+        Index("ix_users_name_id", "name", "id"),
+        Index("ix_users_created_at_id", "created_at", "id"),
         # Substring search (ILIKE '%fragment%') on PostgreSQL: trigram GIN indexes.
         # SQLite has no such index and scans; see postgresql_only.
         postgresql_only(
@@ -160,9 +164,23 @@ class SignInFailures(Base):
     window_start: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ImportReportRecord(Base):
+    """The report of an import made on the upload form, kept briefly so that the
+    form can redirect (post/redirect/get) to a page that shows it: any worker or
+    instance can answer that GET. Deleted once an hour old (bulk.reports)."""
+
+    __tablename__ = "import_reports"
+
+    token: Mapped[str] = mapped_column(String(43), primary_key=True)  # 32 random bytes, urlsafe
+    actor_id: Mapped[int | None]  # who imported: the only one who may read it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 # The tables themselves, for Core statements that build no ORM object (reads
 # answered as rows, bulk inserts, the audit rows written by the database).
 users_table = cast(Table, User.__table__)
 audit_table = cast(Table, AuditEntry.__table__)
 tokens_table = cast(Table, ApiToken.__table__)
 failures_table = cast(Table, SignInFailures.__table__)
+import_reports_table = cast(Table, ImportReportRecord.__table__)

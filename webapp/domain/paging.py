@@ -15,6 +15,8 @@ class Page:
     total: int
     total_capped: bool = False
     next_after: int | None = None  # the id the next page starts after; None on the last page
+    next_key: Any = None  # and the sort key it starts after
+    sort: str = "id"
 
     @property
     def pages(self) -> int:

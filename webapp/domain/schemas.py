@@ -9,12 +9,15 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ..routing import MAX_ID
+from . import emails
 from .accounts import PASSWORD_LENGTH, ROLES
 
 _PASSWORD = validate.Length(
@@ -48,11 +51,31 @@ class TrimmedString(fields.String):
         return _printable(super()._deserialize(value, attr, data, **kwargs).strip())
 
 
-class NormalizedEmail(fields.Email):
-    """An email address, trimmed and lower-cased before it is validated."""
+class NormalizedEmail(fields.String):
+    """An email address, loaded in the one form it is stored and compared in
+    (emails.canonical: NFKC, lower-case, IDNA domain, RFC 5321 lengths)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        return _printable(super()._deserialize(value, attr, data, **kwargs).strip().lower())
+        text = _printable(super()._deserialize(value, attr, data, **kwargs))
+        try:
+            return emails.canonical(text)
+        except emails.InvalidEmail as error:
+            raise ValidationError(str(error)) from None
+
+
+class DecimalInteger(fields.Integer):
+    """An integer: a JSON number, or a string of ASCII decimal digits without sign,
+    space or leading zero. marshmallow's Integer reads strings with int(), which
+    also takes "٥٧" (Arabic-Indic), "+57", " 57 ", "5_7" and "057": a query or a
+    form's hidden version written any of those ways would name a number it does
+    not spell."""
+
+    _DECIMAL = re.compile(r"0|[1-9][0-9]{0,17}")
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, str) and not self._DECIMAL.fullmatch(value):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
 
 
 class RecordSchema(Schema):
@@ -78,8 +101,16 @@ class UserSchema(RecordSchema):
     )
     email = NormalizedEmail(
         required=True,
-        validate=validate.Length(max=254, error="Must be at most 254 characters."),
-        metadata={"description": "Trimmed and stored lower-case; unique whatever its case."},
+        metadata={
+            "format": "idn-email",
+            "maxLength": emails.MAX_LENGTH,
+            "description": (
+                "Trimmed, then stored in one form: Unicode NFKC, lower-case, the domain in IDNA ASCII form "
+                "(user@bücher.de is stored as user@xn--bcher-kva.de). A dot-atom local part of at most 64 bytes, "
+                "at most 254 bytes in all, no quoted local part, IP literal or special-use domain (.invalid, "
+                ".test, .localhost). Unique in that form, so whatever its case or spelling."
+            ),
+        },
     )
     role = fields.String(
         validate=validate.OneOf(ROLES),
@@ -106,7 +137,7 @@ class UserFormSchema(Schema):
 
     name = UserSchema._declared_fields["name"]
     email = UserSchema._declared_fields["email"]
-    version = fields.Integer(required=True, load_only=True, validate=validate.Range(min=1))
+    version = DecimalInteger(required=True, load_only=True, validate=validate.Range(min=1))
 
 
 class NewPasswordSchema(Schema):
@@ -158,7 +189,7 @@ class TokenSchema(Schema):
         load_default="API token",
         validate=validate.Length(min=1, max=100, error="Must be between 1 and 100 characters."),
     )
-    days = fields.Integer(
+    days = DecimalInteger(
         load_only=True,
         load_default=None,
         validate=validate.Range(min=1, max=3650),
@@ -172,7 +203,7 @@ class TokenSchema(Schema):
 class AuditEntrySchema(RecordSchema):
     id = fields.Integer(required=True)
     user_id = fields.Integer(required=True)
-    action = fields.String(required=True, validate=validate.OneOf(("insert", "update", "delete")))
+    action = fields.String(required=True, validate=validate.OneOf(("insert", "update", "delete", "restore")))
     changes = fields.Dict(required=True, metadata={"description": "{field: [old, new]}; null where absent."})
     at = fields.DateTime(format="iso", required=True)
     request_id = fields.String(required=True, allow_none=True)
@@ -192,8 +223,8 @@ class QueryArgsSchema(Schema):
 class PageArgsSchema(QueryArgsSchema):
     """Paging query arguments."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
-    per_page = fields.Integer(
+    page = DecimalInteger(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    per_page = DecimalInteger(
         load_default=lambda: current_app.config["DEFAULT_PER_PAGE"],
         validate=validate.Range(min=1),
         metadata={"description": "Items per page: 20 unless given, at most 100 (more asks get 100)."},
@@ -216,38 +247,85 @@ class SearchArgsSchema(QueryArgsSchema):
     )
 
 
-def encode_cursor(after: int) -> str:
-    """The opaque token for "the page after the user with id `after`"."""
-    payload = json.dumps({"after": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+# The orders a user list can be in: a column, "-" first for descending. Each is a
+# keyset on (column, id), served by an index (migration 0006).
+SORTS = ("id", "-id", "name", "-name", "email", "-email", "created_at", "-created_at")
 
 
-class Cursor(fields.Field[int]):
-    """An opaque keyset cursor, loaded as the id the page starts after.
+@dataclass(frozen=True)
+class Position:
+    """Where a page by cursor starts: after the user with this sort key and id."""
+
+    sort: str
+    key: Any
+    after: int
+
+
+def encode_cursor(after: int, sort: str = "id", key: Any = None) -> str:
+    """The opaque token for "the page after the user with id `after`", whose sort
+    key (the column `sort` orders by) is `key`. An id cursor is just the id."""
+    payload: dict[str, Any] = {"after": after}
+    if sort not in ("id", "-id"):
+        payload = {"sort": sort, "key": key.isoformat() if isinstance(key, datetime) else key, "after": after}
+    elif sort == "-id":
+        payload = {"sort": sort, "after": after}
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+class Cursor(fields.Field[Position]):
+    """An opaque keyset cursor, loaded as the Position the page starts after.
 
     Clients get cursors from a list's `next` link and send them back unchanged;
     anything else (edited, truncated, made up) is "Not a valid cursor.", a 422.
     """
 
     default_error_messages = {"invalid": "Not a valid cursor."}
+    # A name or an email key, JSON-escaped and in base64: at most about 1.6 KB.
+    MAX_LENGTH = 2048
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if not isinstance(value, str) or not 0 < len(value) <= 64:
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Position:
+        if not isinstance(value, str) or not 0 < len(value) <= self.MAX_LENGTH:
             raise self.make_error("invalid")
         try:
             decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
         except (binascii.Error, ValueError):
             raise self.make_error("invalid") from None
-        after = decoded.get("after") if isinstance(decoded, dict) and len(decoded) == 1 else None
-        if type(after) is not int or not 0 <= after <= MAX_ID:
+        if not isinstance(decoded, dict):
             raise self.make_error("invalid")
-        return after
+        sort, after = decoded.get("sort", "id"), decoded.get("after")
+        if sort not in SORTS or type(after) is not int or not 0 <= after <= MAX_ID:
+            raise self.make_error("invalid")
+        if sort in ("id", "-id"):
+            if decoded.keys() - {"sort", "after"}:
+                raise self.make_error("invalid")
+            return Position(sort, after, after)
+        if decoded.keys() != {"sort", "key", "after"}:
+            raise self.make_error("invalid")
+        return Position(sort, self._key(sort.lstrip("-"), decoded["key"]), after)
+
+    def _key(self, column: str, key: Any) -> Any:
+        if not isinstance(key, str) or len(key) > 254:
+            raise self.make_error("invalid")
+        if column != "created_at":
+            return key
+        try:
+            at = datetime.fromisoformat(key)
+        except ValueError:
+            raise self.make_error("invalid") from None
+        if at.tzinfo is None:
+            raise self.make_error("invalid")
+        return at
 
 
 class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
     """Query arguments of a user list: a page by number (shallow pages) or by cursor
-    (any depth, the `next` link), optionally narrowed by a search."""
+    (any depth, the `next` link), optionally narrowed by a search, in a sort order."""
 
+    sort = fields.String(
+        load_default="id",
+        validate=validate.OneOf(SORTS, error="Must be one of: " + ", ".join(SORTS) + "."),
+        metadata={"description": "The order: id (the default), name, email or created_at; a leading - reverses it."},
+    )
     after = Cursor(
         data_key="cursor",
         load_default=None,
@@ -258,6 +336,34 @@ class ListArgsSchema(PageArgsSchema, SearchArgsSchema):
     def page_or_cursor(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
         if "cursor" in original and "page" in original:
             raise ValidationError("Give either page or cursor, not both.", "cursor")
+        position = data.get("after")
+        if position is not None and "sort" in original and position.sort != data.get("sort"):
+            raise ValidationError(
+                f"This cursor continues a list sorted by {position.sort}: send it with sort={position.sort}.",
+                "cursor",
+            )
+
+    @post_load
+    def unpack_cursor(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # A cursor knows its sort: a `next` link followed without one stays in order.
+        position = data.pop("after")
+        data["after"], data["after_key"] = (None, None) if position is None else (position.after, position.key)
+        if position is not None:
+            data["sort"] = position.sort
+        return data
+
+
+class SelectionSchema(Schema):
+    """Users picked on the list (checkboxes named `id`), for a bulk action."""
+
+    class Meta:
+        unknown = EXCLUDE  # the CSRF token rides along
+
+    id = fields.List(
+        fields.Integer(validate=validate.Range(min=1, max=MAX_ID)),
+        required=True,
+        validate=validate.Length(min=1, max=100, error="Choose between 1 and 100 users."),
+    )
 
 
 IMPORT_MODES = ("atomic", "partial")
@@ -338,6 +444,7 @@ user_form_schema = UserFormSchema()
 page_args_schema = PageArgsSchema()
 search_args_schema = SearchArgsSchema()
 list_args_schema = ListArgsSchema()
+selection_schema = SelectionSchema()
 import_args_schema = ImportArgsSchema()
 import_report_schema = ImportReportSchema()
 user_page_schema = UserPageSchema()

@@ -10,7 +10,20 @@ from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import BindParameter, ColumnElement, Executable, Row, Select, bindparam, func, insert, or_, select, true
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Executable,
+    Row,
+    Select,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
@@ -54,20 +67,30 @@ _BY_ID = select(User).where(User.id == bindparam("user_id"))
 _ROW_BY_ID = select(*_users.c).where(_users.c.id == bindparam("user_id"))
 
 
-def list_users(per_page: int, q: str = "", page: int = 1, after: int | None = None) -> Page:
-    """One page of users in id order, optionally filtered by a name or email fragment.
+def list_users(
+    per_page: int,
+    q: str = "",
+    page: int = 1,
+    after: int | None = None,
+    sort: str = "id",
+    after_key: Any = None,
+) -> Page:
+    """One page of users in `sort` order (schemas.SORTS), optionally filtered by a
+    name or email fragment.
 
     The page is either the `page`-th (OFFSET: fine for shallow pages) or the one
-    after the user with id `after` (keyset: the same cost at any depth). Either
-    way it costs two statements: a capped count and the page itself. Items are
-    rows of the user's columns, not ORM objects: a list only shows them.
+    after the user with sort key `after_key` and id `after` (keyset: the same cost
+    at any depth, for every sort). Either way it costs two statements: a capped
+    count and the page itself. Items are rows of the user's columns, not ORM
+    objects: a list only shows them.
     """
-    count, rows = _list_statements(bool(q), after is not None)
+    count, rows = _list_statements(bool(q), after is not None, sort)
     params = {
         "pattern": search_pattern(q),
         "cap": current_app.config["LIST_TOTAL_CAP"] + 1,
         "limit": per_page + 1,
         "after": after,
+        "key": after_key,
         "offset": (page - 1) * per_page,
     }  # one more: is there a next?
     session = Session()
@@ -75,13 +98,16 @@ def list_users(per_page: int, q: str = "", page: int = 1, after: int | None = No
     found = session.execute(rows, params).all()
     items = found[:per_page]
     cap = params["cap"] - 1
+    last = items[-1] if len(found) > per_page else None
     return Page(
         items=list(items),
         page=page if after is None else None,
         per_page=per_page,
         total=min(total, cap),
         total_capped=total > cap,
-        next_after=items[-1].id if len(found) > per_page else None,
+        next_after=last.id if last is not None else None,
+        next_key=last._mapping[sort.lstrip("-")] if last is not None else None,
+        sort=sort,
     )
 
 
@@ -100,16 +126,40 @@ def matching(q: str) -> ColumnElement[bool]:
 
 
 @cache
-def _list_statements(searching: bool, by_cursor: bool) -> tuple[Select[Any], Select[Any]]:
+def _list_statements(searching: bool, by_cursor: bool, sort: str = "id") -> tuple[Select[Any], Select[Any]]:
     # Built once per shape, all values bound: a statement built per request costs
     # its construction and its cache key every time.
     where = matching("searching" if searching else "")
     # Counting no further than LIST_TOTAL_CAP + 1 rows: a COUNT(*) over a million
     # rows on every page would make every page as slow as the table is big.
     count = select(func.count()).select_from(select(_users.c.id).where(where).limit(bindparam("cap")).subquery())
-    rows = select(*_users.c).where(where).order_by(_users.c.id).limit(bindparam("limit"))
-    rows = rows.where(_users.c.id > bindparam("after")) if by_cursor else rows.offset(bindparam("offset"))
+    rows = select(*_users.c).where(where).order_by(*_order(sort)).limit(bindparam("limit"))
+    rows = rows.where(_after(sort)) if by_cursor else rows.offset(bindparam("offset"))
     return count, rows
+
+
+def _order(sort: str) -> list[ColumnElement[Any]]:
+    """ORDER BY of a sort: its column, then the id where the column has ties. The
+    email is unique, so uq_users_email alone serves its order."""
+    column = sort.lstrip("-")
+    columns = [_users.c[column]] if column in ("id", "email") else [_users.c[column], _users.c.id]
+    return [c.desc() for c in columns] if sort.startswith("-") else list(columns)
+
+
+def _after(sort: str) -> ColumnElement[bool]:
+    """The keyset condition "after (key, id)" in `sort` order, as a row-value
+    comparison, which both databases answer from an index on (column, id)."""
+    column = sort.lstrip("-")
+    descending = sort.startswith("-")
+    if column == "id":
+        after: BindParameter[int] = bindparam("after")
+        return _users.c.id < after if descending else _users.c.id > after
+    key = bindparam("key", type_=_users.c[column].type)
+    if column == "email":
+        return _users.c.email < key if descending else _users.c.email > key
+    keyset = tuple_(_users.c[column], _users.c.id)
+    position = tuple_(key, bindparam("after"))
+    return keyset < position if descending else keyset > position
 
 
 def get_user(user_id: int, for_update: bool = False) -> User:
@@ -131,6 +181,14 @@ def read_user(user_id: int) -> Row[Any]:
     if row is None:
         raise NotFound(f"There is no user with id {user_id}.")
     return row
+
+
+def read_users(user_ids: Collection[int]) -> list[Row[Any]]:
+    """The users with these ids that exist, in id order, as rows."""
+    return list(Session().execute(_ROWS_BY_IDS, {"user_ids": list(user_ids)}))
+
+
+_ROWS_BY_IDS = select(*_users.c).where(_users.c.id.in_(bindparam("user_ids", expanding=True))).order_by(_users.c.id)
 
 
 def create_user(fields: dict[str, Any]) -> Row[Any]:
@@ -215,6 +273,30 @@ def delete_user(user_id: int, versions: Collection[int] | None = None) -> User:
     Session().delete(user)
     _commit()
     return user
+
+
+def delete_users(user_ids: Collection[int]) -> list[User]:
+    """Delete several users in one transaction and commit; each deletion is in the
+    history. Ids that are not (or no longer) there are skipped; returns the users
+    deleted. If that would leave no admin, nothing is deleted (LastAdmin)."""
+    session = Session()
+    # Locked in id order: two bulk deletes that overlap queue instead of deadlocking.
+    found = list(session.scalars(_SELECTED, {"user_ids": list(user_ids)}))
+    if any(user.role == "admin" for user in found):
+        accounts.ensure_another_admin([user.id for user in found])
+    for user in found:
+        session.delete(user)
+    _commit()
+    return found
+
+
+_SELECTED = (
+    select(User)
+    .where(User.id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(User.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 def _current(user_id: int, versions: Collection[int] | None) -> User:

@@ -13,6 +13,7 @@ label) and are read from the pool once a second, and by the worker that answers
 """
 
 import os
+import struct
 import threading
 import time
 import weakref
@@ -23,6 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, event
+from werkzeug.exceptions import ServiceUnavailable
 
 from .. import db, replicas
 
@@ -48,6 +50,7 @@ class _Pid:
 if MULTIPROCESS:  # before the metrics below are made, so that they use it
     values.ValueClass = values.MultiProcessValue(_Pid())  # type: ignore[no-untyped-call]
 REFRESH_SECONDS = 1.0
+READ_ATTEMPTS = 5  # /metrics reads the workers' files this often before a 503
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 REQUESTS = Counter(
@@ -122,7 +125,14 @@ def metrics() -> Response:
     else:
         registry = REGISTRY
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return Response(encoder(registry), content_type=content_type)
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return Response(encoder(registry), content_type=content_type)
+        except struct.error:
+            # A worker that is starting has created its file but not yet sized it
+            # (prometheus_client reads it as a truncated header): a moment later it is.
+            time.sleep(0.05)
+    raise ServiceUnavailable("A worker's metrics file is being created; scrape again.")
 
 
 def _count_statements(engine: Engine, target: str) -> None:

@@ -8,9 +8,11 @@ from flask import Blueprint
 
 from ..auth import require_sign_in
 from ..security import protect_forms
+from .display import init_blueprint
 
 bp = Blueprint("pages", __name__)
 bp.before_request(require_sign_in)
 protect_forms(bp)
+init_blueprint(bp)
 
-from . import account, users  # noqa: E402,F401  (register the routes on bp)
+from . import account, selection, users  # noqa: E402,F401  (register the routes on bp)

@@ -20,7 +20,7 @@ Page = Response | tuple[str, int] | tuple[str, int, dict[str, str]]
 @bp.get("/login")
 def login() -> Response | str:
     if current_user.is_authenticated:
-        return redirect(auth.safe_next(request.args.get("next")))
+        return redirect(auth.safe_next(request.args.get("next")), 302)
     return render_template("account/login.html", email="", next=request.args.get("next", ""), error=None)
 
 

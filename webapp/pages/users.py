@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from .. import auth
-from ..bulk import exports, imports
-from ..domain import accounts, audit, users
+from ..bulk import exports, imports, reports
+from ..domain import accounts, audit, restore, users
 from ..domain.models import User
 from ..domain.schemas import (
     encode_cursor,
@@ -29,19 +29,41 @@ from . import bp
 
 # The upload form lists this many rejected rows; the rest are counted.
 REJECTIONS_SHOWN = 50
+# The page sizes the list offers (the API takes any size up to MAX_PER_PAGE).
+PER_PAGE_CHOICES = (20, 50, 100)
+# The list's sortable columns: (column, heading, the sort a first click asks for).
+SORTABLE_COLUMNS = (("name", "Name", "name"), ("email", "Email", "email"), ("created_at", "Created", "-created_at"))
 
 
 @bp.get("/")
 def index() -> Response:
-    return redirect(url_for(".list_users"))
+    return redirect(url_for(".list_users"), 302)
 
 
 @bp.get("/users")
 def list_users() -> str:
     args = list_args_schema.load(request.args)
     page = users.list_users(**args)
-    next_cursor = encode_cursor(page.next_after) if page.next_after is not None else None
-    return render_template("users/list.html", page=page, q=args["q"], next_cursor=next_cursor)
+    next_cursor = encode_cursor(page.next_after, page.sort, page.next_key) if page.next_after is not None else None
+    # The list's state, defaults left out of its links: a link changes one thing.
+    state = {
+        "q": args["q"] or None,
+        "sort": None if page.sort == "id" else page.sort,
+        "per_page": None if page.per_page == current_app.config["DEFAULT_PER_PAGE"] else page.per_page,
+    }
+
+    def list_url(**changes: Any) -> str:
+        return url_for(".list_users", **{**state, **changes})
+
+    return render_template(
+        "users/list.html",
+        page=page,
+        q=args["q"],
+        next_cursor=next_cursor,
+        list_url=list_url,
+        per_page_choices=PER_PAGE_CHOICES,
+        columns=SORTABLE_COLUMNS,
+    )
 
 
 @bp.get("/users.csv")
@@ -51,13 +73,22 @@ def export_users() -> Response:
 
 
 @bp.get("/users/import")
-def import_form() -> str:
+def import_form() -> tuple[str, int]:
+    """The upload form, and the report of the upload that redirected here, if any."""
     auth.require_admin("import users")
-    return render_template("users/import.html", mode="atomic", error=None)
+    token = request.args.get("report", "")
+    report = reports.load(token) if token else None
+    if token and report is None:
+        flash("That import report is gone: reports are kept for an hour, for who imported.", "error")
+    mode = report["mode"] if report else "atomic"
+    return render_template("users/import.html", mode=mode, error=None, report=report), 200
 
 
 @bp.post("/users/import")
-def import_users() -> tuple[str, int]:
+def import_users() -> Response | tuple[str, int]:
+    """Import, keep the report, and redirect to the page that shows it (303): a
+    reload shows the report again instead of importing the file again. A file that
+    cannot be read at all imported nothing and gets the form back at once."""
     auth.require_admin("import users")
     mode = import_args_schema.load(request.form)["mode"]
     upload = request.files.get("file")
@@ -67,10 +98,13 @@ def import_users() -> tuple[str, int]:
         report = imports.import_users(imports.read_csv(upload.stream), mode)
     except imports.ImportFileError as error:
         return render_template("users/import.html", mode=mode, error=error.description), 422
-    status = 201 if report.created else (422 if report.rejected_count else 200)
-    return render_template(
-        "users/import.html", mode=mode, error=None, report=report, shown=report.rejected[:REJECTIONS_SHOWN]
-    ), status
+    if report.created:
+        flash(f"Imported {report.created:,} user{'' if report.created == 1 else 's'}.", "success")
+    elif report.rejected_count:
+        flash("Nothing was imported: see the rows below.", "error")
+    else:
+        flash("The file has no rows to import.", "error")
+    return redirect(url_for(".import_form", report=reports.save(report, REJECTIONS_SHOWN)), 303)
 
 
 @bp.errorhandler(RequestEntityTooLarge)
@@ -98,12 +132,39 @@ def create_user() -> Response | tuple[str, int]:
     except (ValidationError, users.EmailTaken) as error:
         return _form(values, _field_errors(error), status=_status(error))
     flash(f"Created {user.name}.", "success")
-    return redirect(url_for(".show_user", user_id=user.id))
+    return redirect(url_for(".show_user", user_id=user.id), 303)
 
 
 @bp.get("/users/<id:user_id>")
-def show_user(user_id: int) -> str:
-    return render_user(users.get_user(user_id))
+def show_user(user_id: int) -> str | tuple[str, int]:
+    try:
+        user = users.get_user(user_id)
+    except NotFound:
+        return render_deleted(user_id)
+    return render_user(user)
+
+
+def render_deleted(user_id: int, error: str | None = None, status: int = 404) -> tuple[str, int]:
+    """A deleted user's page: their history stays readable, and an admin may restore them."""
+    history = audit.history(user_id, **page_args_schema.load(request.args))
+    state = restore.last_state(user_id)
+    if history.total == 0 or state is None:
+        raise NotFound(f"There is no user with id {user_id}.")
+    return render_template("users/deleted.html", user_id=user_id, state=state, history=history, error=error), status
+
+
+@bp.post("/users/<id:user_id>/restore")
+def restore_user(user_id: int) -> Response | tuple[str, int]:
+    auth.require_admin("restore users")
+    try:
+        user = restore.restore_user(user_id)
+    except restore.EmailTakenSince as error:
+        return render_deleted(user_id, error=error.description, status=409)
+    except restore.UserExists:
+        flash("This user exists already: nothing to restore.", "error")
+        return redirect(url_for(".show_user", user_id=user_id), 303)
+    flash(f"Restored {user.name}. They sign in once a password is set for them.", "success")
+    return redirect(url_for(".show_user", user_id=user.id), 303)
 
 
 def render_user(user: User, **errors: Any) -> str:
@@ -136,13 +197,17 @@ def update_user(user_id: int) -> Response | tuple[str, int]:
         based_on = fields.pop("version")
         user = users.update_user(user_id, fields, versions={based_on})
     except (ValidationError, users.EmailTaken) as error:
+        if isinstance(error, ValidationError) and "version" in values and "version" in error.messages:
+            # The hidden version is the form's If-Match: sent but unreadable, it is
+            # a 400 (no one can correct it in the form), never a save without it.
+            abort(400, "The form's version is malformed: reload the page and edit again.")
         return _form(values, _field_errors(error), status=_status(error), user=users.get_user(user_id))
     except users.VersionMismatch as mismatch:
         # Someone saved in between. Show both versions; the form now carries the
         # current version, so submitting it again applies "yours" on top of "theirs".
         return render_template("users/conflict.html", current=mismatch.current, yours=fields), 409
     flash(f"Saved {user.name}.", "success")
-    return redirect(url_for(".show_user", user_id=user.id))
+    return redirect(url_for(".show_user", user_id=user.id), 303)
 
 
 @bp.get("/users/<id:user_id>/delete")
@@ -160,7 +225,7 @@ def delete_user(user_id: int) -> Response | tuple[str, int]:
         return render_user(users.get_user(user_id), role_errors={"role": [error.description or ""]}), 409
     auth.forget_user(user_id)
     flash(f"Deleted {deleted.name}.", "success")
-    return redirect(url_for(".list_users"))
+    return redirect(url_for(".list_users"), 303)
 
 
 def _may_edit(user_id: int) -> None:

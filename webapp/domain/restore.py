@@ -1,0 +1,91 @@
+"""Restoring a deleted user from their history.
+
+A delete's audit row keeps the user's last state ({field: [old, null]}), so the
+user can be written again under the same id, and the history goes on where it
+stopped: the restore is a row of its own. What the history never holds stays
+lost: the password (the restored user signs in once an admin sets one) and the
+API tokens, which went with the user.
+"""
+
+from typing import Any
+
+from sqlalchemy import Row, bindparam, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import Conflict, NotFound
+
+from ..db import Session
+from . import audit
+from .models import audit_table, users_table, utcnow
+
+_users, _audit = users_table, audit_table
+# Built once, values bound (see users._list_statements).
+_EXISTS = select(_users.c.id).where(_users.c.id == bindparam("user_id"))
+_LAST_DELETE = (
+    select(_audit.c.changes)
+    .where(_audit.c.user_id == bindparam("user_id"), _audit.c.action == "delete")
+    .order_by(_audit.c.id.desc())
+    .limit(1)
+)
+_FIRST_CREATED = select(func.min(_audit.c.at)).where(
+    _audit.c.user_id == bindparam("user_id"), _audit.c.action == "insert"
+)
+_HOLDER = select(_users.c.id, _users.c.name).where(_users.c.email == bindparam("email"))
+_INSERT = insert(_users).returning(*_users.c)
+
+
+class UserExists(Conflict):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"User {user_id} exists: only a deleted user can be restored.")
+
+
+class EmailTakenSince(Conflict):
+    """The deleted user's email belongs to another user now."""
+
+    def __init__(self, email: str, holder: Row[Any, Any] | None) -> None:
+        whom = f"{holder.name} (user {holder.id})" if holder is not None else "another user"
+        message = (
+            f"The email {email} was taken since the deletion: it belongs to {whom} now. "
+            "Change theirs first, then restore."
+        )
+        super().__init__(message)
+        self.errors = {"email": [message]}
+
+
+def last_state(user_id: int) -> dict[str, Any] | None:
+    """The fields of a deleted user as their last deletion recorded them, or None
+    if the history has no deletion of this id."""
+    changes = Session().scalar(_LAST_DELETE, {"user_id": user_id})
+    if changes is None:
+        return None
+    return {field: old for field, (old, _new) in changes.items() if field in audit.AUDITED}
+
+
+def restore_user(user_id: int) -> Row[Any]:
+    """Write the deleted user `user_id` again, as last recorded, with a "restore" row
+    in the history; commit and return the new row. UserExists (409) if the user
+    is there, NotFound if never deleted, EmailTakenSince (409) if the email is
+    another user's now."""
+    session = Session()
+    if session.scalar(_EXISTS, {"user_id": user_id}) is not None:
+        raise UserExists(user_id)
+    state = last_state(user_id)
+    if state is None:
+        raise NotFound(f"There is no deleted user with id {user_id} to restore.")
+    values = {"name": state["name"], "email": state["email"], "role": state.get("role") or "member"}
+    holder = session.execute(_HOLDER, {"email": values["email"]}).one_or_none()
+    if holder is not None:
+        raise EmailTakenSince(values["email"], holder)
+    now = utcnow()
+    created = session.scalar(_FIRST_CREATED, {"user_id": user_id}) or now
+    try:
+        user = session.execute(
+            _INSERT, {"id": user_id, **values, "created_at": created, "updated_at": now, "password_hash": None}
+        ).one()
+        audit.record(session, "restore", [(user_id, {name: [None, values[name]] for name in audit.AUDITED})], at=now)
+        session.commit()
+    except IntegrityError as error:  # a concurrent restore, or a create that took the email
+        session.rollback()
+        if "email" in str(error.orig):
+            raise EmailTakenSince(values["email"], None) from error
+        raise UserExists(user_id) from error
+    return user
