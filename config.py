@@ -102,8 +102,9 @@ class Config:
     TRUSTED_HOSTS = ["127.0.0.1", "localhost"]
     # Exports each worker streams at once; more are a 503 with Retry-After. A slow
     # reader holds a thread (never a connection), so the cap must stay below
-    # GUNICORN_THREADS for threads to be left for everything else.
-    # None: half of GUNICORN_THREADS (at least 1).
+    # GUNICORN_THREADS for threads to be left for everything else. None: half of
+    # GUNICORN_THREADS (at least 1), or no cap behind a proxy (TRUSTED_PROXIES > 0),
+    # which takes the whole file as fast as the app writes it (deploy/nginx.conf).
     EXPORT_MAX_CONCURRENT: int | None = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

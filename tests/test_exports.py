@@ -278,3 +278,23 @@ def test_half_read_exports_hold_a_thread_each_but_no_transaction_and_never_every
         assert len(lines) == 1 + 1 + SLOW_USERS  # the header, the admin, every user: a complete file
         assert lines[-2].startswith(f"{SLOW_USERS},Slow {SLOW_USERS},")
     assert server.get("/api/users.csv?q=admin").status == 200  # the slots are free again
+
+
+def test_an_export_read_to_the_end_gives_its_slot_back_even_if_never_closed(store, make_app):
+    app = make_app(EXPORT_MAX_CONCURRENT=1)
+    with app.app_context():
+        migrations.upgrade("head")
+    app.test_client_class = client_class(add_admin(app))
+    client = app.test_client()
+
+    first = client.get("/api/users.csv", buffered=False)
+    assert b"".join(first.response).startswith(b"id,name")  # read to the end; close() not called
+
+    assert client.get("/api/users.csv").status_code == 200
+    first.close()
+
+
+def test_behind_a_proxy_exports_have_no_cap_unless_one_is_set(make_app):
+    assert make_app(TRUSTED_PROXIES=1).extensions["webapp.exports"] is None
+    assert make_app(TRUSTED_PROXIES=1, EXPORT_MAX_CONCURRENT=3).extensions["webapp.exports"]._value == 3
+    assert make_app(GUNICORN_THREADS=8).extensions["webapp.exports"]._value == 4

@@ -8,8 +8,9 @@ generator in stream_with_context, so the request context and the thread's
 session live until the stream ends or the client goes away; teardown removes it.
 
 A slow reader still holds its thread, so each worker runs at most
-EXPORT_MAX_CONCURRENT exports at a time (half its threads by default) and answers any beyond that 503 with
-Retry-After (ExportsBusy): half-read exports can never take every thread.
+EXPORT_MAX_CONCURRENT exports at a time (by default half its threads, unless a
+proxy buffers for it) and answers any beyond that 503 with Retry-After
+(ExportsBusy): half-read exports can never take every thread.
 """
 
 import csv
@@ -48,9 +49,34 @@ class ExportsBusy(ServiceUnavailable):
 
 
 def init_app(app: Flask) -> None:
-    """The worker's export slots, shared by its threads."""
-    slots = app.config["EXPORT_MAX_CONCURRENT"] or max(1, app.config["GUNICORN_THREADS"] // 2)
-    app.extensions[_SLOTS] = threading.BoundedSemaphore(slots)
+    """The worker's export slots, shared by its threads: EXPORT_MAX_CONCURRENT, or by
+    default half its threads when clients reach gunicorn directly, and no cap behind a
+    proxy (TRUSTED_PROXIES), which buffers the file and frees the thread at once."""
+    cap = app.config["EXPORT_MAX_CONCURRENT"]
+    if cap is None and not app.config["TRUSTED_PROXIES"]:
+        cap = max(1, app.config["GUNICORN_THREADS"] // 2)
+    app.extensions[_SLOTS] = threading.BoundedSemaphore(cap) if cap else None
+
+
+class _Slot:
+    """One export's slot, given back once: when the stream ends or when the server
+    closes the response, whichever comes first (a client that reads to the end and
+    never closes still gives it back)."""
+
+    def __init__(self, slots: threading.BoundedSemaphore) -> None:
+        self.slots: threading.BoundedSemaphore | None = slots
+
+    def release(self) -> None:
+        slots, self.slots = self.slots, None
+        if slots is not None:
+            slots.release()
+
+
+def _releasing(lines: Iterator[str], slot: _Slot) -> Iterator[str]:
+    try:
+        yield from lines
+    finally:
+        slot.release()
 
 
 def safe_cell(value: object) -> str:
@@ -106,17 +132,23 @@ def csv_response(q: str = "") -> Response:
     The slot is taken before the stream starts and given back when the server
     closes the response: the stream finished, or the client went away.
     """
-    slots: threading.BoundedSemaphore = current_app.extensions[_SLOTS]
-    if not slots.acquire(blocking=False):
-        raise ExportsBusy()
+    slots: threading.BoundedSemaphore | None = current_app.extensions[_SLOTS]
+    lines = csv_lines(q)
+    if slots is not None:
+        if not slots.acquire(blocking=False):
+            raise ExportsBusy()
+        slot = _Slot(slots)
+        lines = _releasing(lines, slot)
     try:
         response = Response(
-            stream_with_context(csv_lines(q)),
+            stream_with_context(lines),
             mimetype="text/csv",
             headers={"Content-Disposition": 'attachment; filename="users.csv"'},
         )
     except BaseException:
-        slots.release()
+        if slots is not None:
+            slot.release()
         raise
-    response.call_on_close(slots.release)
+    if slots is not None:
+        response.call_on_close(slot.release)
     return response
