@@ -6,7 +6,7 @@ PORT   ?= 8000
 export PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint browser cluster upgrade clean bench bench-scale bench-profile bench-import
+.PHONY: help run test lint browser cluster upgrade clean bench bench-scale bench-profile bench-import fuzz
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,6 +17,9 @@ run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn
 
 test: $(VENV)/.dev ## set up and run the tests (PostgreSQL too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+fuzz: $(VENV)/.dev ## a long run of the model-based API fuzzer (FUZZ_EXAMPLES, FUZZ_STEPS; TEST_DATABASE_URL for PostgreSQL)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} FUZZ_STEPS=$${FUZZ_STEPS:-50} $(BIN)/pytest -q tests/test_state_machine.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev ## hadolint the Dockerfile, ruff check and format --check, mypy on webapp/
 	$(BIN)/hadolint Dockerfile

@@ -100,6 +100,11 @@ class Config:
     # so no URL the app builds (`next`, `Link`) can name a host an attacker sent. The
     # default is what `make run` and the tests serve; behind a proxy, list its names.
     TRUSTED_HOSTS = ["127.0.0.1", "localhost"]
+    # Exports each worker streams at once; more are a 503 with Retry-After. A slow
+    # reader holds a thread (never a connection), so the cap must stay below
+    # GUNICORN_THREADS for threads to be left for everything else.
+    # None: half of GUNICORN_THREADS (at least 1).
+    EXPORT_MAX_CONCURRENT: int | None = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
@@ -170,6 +175,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,
     "TRUSTED_HOSTS": _host_list,
+    "EXPORT_MAX_CONCURRENT": _positive_int,
     "API_TOKEN_DAYS": _positive_int,
     "API_TOKEN_CACHE_SECONDS": _non_negative_seconds,
 }

@@ -304,7 +304,7 @@ def app_backends(database_url: str) -> list[dict]:
         with engine.connect() as connection:
             rows = (
                 connection.exec_driver_sql(
-                    "SELECT pid, state, wait_event_type FROM pg_stat_activity "
+                    "SELECT pid, state, wait_event_type, query FROM pg_stat_activity "
                     "WHERE datname = current_database() AND application_name = 'webapp' "
                     "AND pid <> pg_backend_pid()"
                 )

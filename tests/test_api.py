@@ -71,7 +71,7 @@ def test_unknown_routes_under_api_are_404_problem_not_html(client, path):
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
-@pytest.mark.parametrize("user_id", ["0", "007", "2147483648", "99999999999999999999999"])
+@pytest.mark.parametrize("user_id", ["0", "007", "9223372036854775808", "99999999999999999999999"])
 def test_an_id_that_cannot_exist_is_404_whatever_the_method(store, client, method, user_id):
     response = client.open(f"/api/users/{user_id}", method=method, json=ADA)
 
@@ -83,10 +83,10 @@ def test_an_id_that_cannot_exist_is_404_whatever_the_method(store, client, metho
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
 def test_the_largest_possible_id_reaches_the_view(client, method):
-    response = client.open("/api/users/2147483647", method=method, json=ADA)
+    response = client.open("/api/users/9223372036854775807", method=method, json=ADA)
 
     body = assert_problem(response, 404)
-    assert body["detail"] == "There is no user with id 2147483647."
+    assert body["detail"] == "There is no user with id 9223372036854775807."
 
 
 def test_list_has_items_page_per_page_and_total(store, client):

@@ -1,18 +1,24 @@
 """Database failures survived by the real server, without restarting it.
 
-Both run on the throwaway cluster (pg_cluster), which the restart test stops and
+They run on the throwaway cluster (pg_cluster), which the restart test stops and
 starts; the shared PostgreSQL server is never touched. They need no
-TEST_DATABASE_URL, so they run in the SQLite and PostgreSQL runs alike.
+TEST_DATABASE_URL, so they run in the SQLite and PostgreSQL runs alike. The
+link itself fails through a fault proxy (faultproxy.py): cut, slowed, black-holed.
+Last, the server's own restarts under load: a reload by SIGHUP, workers
+recycled by max_requests.
 """
 
+import signal
 import threading
 import time
 
+import pytest
 from flask import jsonify
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from webapp.db import Session, get_engine
 
+from faultproxy import FaultProxy
 from helpers import app_backends, signed_in, users_table_held
 from server import run_clients, wait_for
 
@@ -190,3 +196,140 @@ def test_connections_killed_under_load_three_times_fail_no_read_and_no_write_is_
     engine.dispose()
     assert created <= stored  # every 201 is there
     assert len(stored - created) <= sum(1 for _, reply in writes if reply.status == 503)
+
+
+# -- a faulty link between the app and the database (faultproxy) -------------------------
+
+CONNECT_TIMEOUT = 2  # libpq's smallest
+SLACK = 1.5  # a loaded machine's scheduling, and the request's own work
+
+
+@pytest.fixture
+def proxy(cluster_database):
+    """A FaultProxy in front of the throwaway cluster; its URL is `proxy.url`."""
+    real = make_url(cluster_database)
+    fault_proxy = FaultProxy(real.host, real.port).start()
+    fault_proxy.url = real.set(port=fault_proxy.port).render_as_string(hide_password=False)
+    yield fault_proxy
+    fault_proxy.stop()
+
+
+def users_and_their_inserts(database_url: str, prefix: str) -> tuple[set[str], list[str]]:
+    """Emails starting with `prefix`: of the stored users, and of the insert audit rows."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            users = set(connection.execute(text("SELECT email FROM users")).scalars())
+            audited = connection.execute(text("SELECT changes FROM audit_log WHERE action = 'insert'")).scalars()
+            inserts = [changes["email"][1] for changes in audited]
+    finally:
+        engine.dispose()
+    return {e for e in users if e.startswith(prefix)}, [e for e in inserts if e.startswith(prefix)]
+
+
+def test_links_cut_mid_transaction_roll_back_whole_and_the_writes_run_again(serve, proxy, cluster_database):
+    server = serve(proxy.url, DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT))
+    replies = []
+    with users_table_held(cluster_database):  # every write waits inside its transaction
+        threads = [
+            threading.Thread(
+                target=lambda n=n: replies.append(server.post("/api/users", {"name": "C", "email": f"cut{n}@x.com"}))
+            )
+            for n in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len([b for b in app_backends(cluster_database) if b["wait_event_type"] == "Lock"]) >= 4)
+        assert proxy.cut() >= 4  # the link goes, mid-transaction; the writes reconnect and wait again
+        time.sleep(0.5)
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # No COMMIT had been sent: each write was run once more, and happened exactly once.
+    assert sorted(reply.status for reply in replies) == [201] * 4
+    users, inserts = users_and_their_inserts(cluster_database, "cut")
+    assert users == {f"cut{n}@x.com" for n in range(4)}
+    assert sorted(inserts) == sorted(users)  # one history row each: nothing half-done
+
+
+def test_latency_on_the_link_slows_requests_but_fails_none(serve, proxy):
+    server = serve(proxy.url)
+    proxy.latency(0.02)
+
+    replies = [server.get("/api/users?per_page=5") for _ in range(3)]
+    replies += [server.post("/api/users", {"name": "L", "email": f"slow{n}@x.com"}) for n in range(3)]
+
+    assert [reply.status for reply in replies] == [200] * 3 + [201] * 3
+    assert all(reply.seconds >= 0.02 for reply in replies)
+
+
+def test_a_black_holed_database_is_a_quick_503_for_every_request_then_heals_by_itself(serve, proxy, cluster_database):
+    pool_timeout = 1
+    server = serve(proxy.url, DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT), DB_POOL_TIMEOUT=str(pool_timeout))
+    assert server.get("/api/users").status == 200
+    proxy.blackhole()
+    proxy.cut()  # the connections in the pools are gone; new ones reach nothing
+
+    replies = []
+    senders = [
+        threading.Thread(
+            target=lambda n=n: replies.append(
+                server.post("/api/users", {"name": "B", "email": f"bh{n}@x.com"}) if n % 2 else server.get("/api/users")
+            )
+        )
+        for n in range(8)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(timeout=60)
+    proxy.blackhole(False)
+
+    assert len(replies) == 8 and all(is_problem_503(reply) for reply in replies)
+    assert max(reply.seconds for reply in replies) < CONNECT_TIMEOUT + pool_timeout + SLACK  # none hangs
+    wait_for(lambda: server.get("/api/users").status == 200, seconds=10)  # healed, without a restart
+    assert server.post("/api/users", {"name": "B", "email": "after@x.com"}).status == 201
+    users, inserts = users_and_their_inserts(cluster_database, "bh")
+    assert users == set() and inserts == []  # the refused writes left nothing
+
+
+# -- reloads and recycled workers under load -------------------------------------------------
+
+
+def steady_load(server, seconds: float):
+    """Reads and writes from 8 clients for `seconds`; the replies, and the emails written."""
+
+    def client(n, budget):
+        replies = []
+        while budget.take():
+            if n % 2:
+                replies.append(server.get("/api/users?per_page=5"))
+            else:
+                replies.append(server.post("/api/users", {"name": "H", "email": f"h{n}-{len(replies)}@x.com"}))
+        return replies
+
+    return [reply for seen in run_clients(8, seconds, 20_000, client) for reply in seen]
+
+
+def test_a_reload_by_sighup_under_load_fails_no_request(serve, cluster_database):
+    server = serve(cluster_database, GUNICORN_MAX_REQUESTS="0")
+    results = []
+    load = threading.Thread(target=lambda: results.extend(steady_load(server, 6)))
+    load.start()
+    time.sleep(2)
+    server.process.send_signal(signal.SIGHUP)
+    load.join(timeout=90)
+
+    assert len(results) > 50
+    assert {reply.status for reply in results} <= {200, 201}, [r.body[:200] for r in results if r.status >= 300][:3]
+    wait_for(lambda: server.output().count("Booting worker") >= 4)  # two new workers after the two first
+
+
+def test_workers_recycled_by_max_requests_under_load_fail_no_request(serve, cluster_database):
+    server = serve(cluster_database, GUNICORN_MAX_REQUESTS="40")
+
+    results = steady_load(server, 6)
+
+    assert len(results) > 50
+    assert {reply.status for reply in results} <= {200, 201}, [r.body[:200] for r in results if r.status >= 300][:3]
+    assert server.output().count("Booting worker") > 2  # workers were recycled

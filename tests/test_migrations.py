@@ -53,7 +53,7 @@ def test_downgrade_to_base_then_upgrade_round_trips(fresh_app):
 
 
 def test_every_step_upgrades_and_downgrades_one_revision_at_a_time(fresh_app):
-    revisions = ["0001", "0002", "0003", "0004", "0006"]
+    revisions = ["0001", "0002", "0003", "0004", "0005", "0006"]
     assert revisions[-1] == migrations.head()
 
     for revision in revisions:
@@ -131,3 +131,89 @@ def test_0004_adds_accounts_to_existing_users_and_goes_back_down_keeping_them(fr
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT role, password_hash FROM users").one() == ("member", None)
     assert schema_differences(fresh_app) == []
+
+
+def _add_history(connection) -> None:
+    # Three users, the newest (3) deleted; 4 is named by the history only (deleted before
+    # 0005 on SQLite, where nothing else remembers it); a token of user 2.
+    for n in (1, 2, 3):
+        connection.exec_driver_sql(
+            "INSERT INTO users (name, email, created_at, updated_at) "
+            f"VALUES ('U{n}', 'u{n}@example.com', '2020-01-01 00:00:00', '2020-01-01 00:00:00')"
+        )
+    connection.exec_driver_sql("DELETE FROM users WHERE id = 3")
+    connection.exec_driver_sql(
+        "INSERT INTO audit_log (user_id, action, changes, at, actor_id) "
+        "VALUES (4, 'delete', '{}', '2020-01-01 00:00:00', 1)"
+    )
+    connection.exec_driver_sql(
+        "INSERT INTO api_tokens (user_id, name, secret_hash, created_at, expires_at) "
+        "VALUES (2, 't', 'h', '2020-01-01 00:00:00', '2030-01-01 00:00:00')"
+    )
+
+
+def _new_user_id(connection) -> int:
+    return connection.exec_driver_sql(
+        "INSERT INTO users (name, email, created_at, updated_at) "
+        "VALUES ('New', 'new@example.com', '2020-01-01 00:00:00', '2020-01-01 00:00:00') RETURNING id"
+    ).scalar()
+
+
+def test_0005_keeps_every_row_and_starts_new_ids_after_every_id_ever_used(fresh_app):
+    migrations.upgrade("0004")
+    with get_engine(fresh_app).begin() as connection:
+        _add_history(connection)
+
+    migrations.upgrade("0005")
+
+    with get_engine(fresh_app).begin() as connection:
+        assert connection.exec_driver_sql("SELECT id, email FROM users ORDER BY id").all() == [
+            (1, "u1@example.com"),
+            (2, "u2@example.com"),
+        ]
+        # The token survived the copy of users on SQLite (no cascade from the old table's drop).
+        assert connection.exec_driver_sql("SELECT user_id FROM api_tokens").all() == [(2,)]
+        assert connection.exec_driver_sql("SELECT user_id, actor_id FROM audit_log").all() == [(4, 1)]
+        assert _new_user_id(connection) == 5
+
+
+def test_0005_downgrades_with_the_data_and_upgrades_again(fresh_app):
+    migrations.upgrade("0004")
+    with get_engine(fresh_app).begin() as connection:
+        _add_history(connection)
+    migrations.upgrade("0005")
+
+    migrations.downgrade("0004")
+    with get_engine(fresh_app).connect() as connection:
+        assert connection.exec_driver_sql("SELECT id FROM users ORDER BY id").all() == [(1,), (2,)]
+        assert connection.exec_driver_sql("SELECT user_id FROM api_tokens").all() == [(2,)]
+    migrations.upgrade("head")
+
+    assert schema_differences(fresh_app) == []
+    with get_engine(fresh_app).begin() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM api_tokens").scalar() == 1
+        assert _new_user_id(connection) == 5
+
+
+def test_the_newest_users_id_is_not_given_again_after_it_is_deleted(fresh_app):
+    migrations.upgrade("head")
+    with get_engine(fresh_app).begin() as connection:
+        newest = _new_user_id(connection)
+        connection.exec_driver_sql(f"DELETE FROM users WHERE id = {newest}")
+    with get_engine(fresh_app).begin() as connection:
+        connection.exec_driver_sql("DELETE FROM users")
+        assert _new_user_id(connection) == newest + 1
+
+
+def test_ids_are_64_bit(fresh_app):
+    migrations.upgrade("head")
+    with get_engine(fresh_app).begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (id, name, email, created_at, updated_at) "
+            f"VALUES ({2**63 - 1}, 'Max', 'max@example.com', '2020-01-01 00:00:00', '2020-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO api_tokens (user_id, name, secret_hash, created_at, expires_at) "
+            f"VALUES ({2**63 - 1}, 't', 'h', '2020-01-01 00:00:00', '2030-01-01 00:00:00')"
+        )
+        assert connection.exec_driver_sql("SELECT max(user_id) FROM api_tokens").scalar() == 2**63 - 1

@@ -114,7 +114,7 @@ def test_users_created_after_a_cursor_was_issued_appear_at_the_end(store, client
         token({"after": "3"}),
         token({"after": True}),
         token({"after": -1}),
-        token({"after": 2**31}),
+        token({"after": 2**63}),
         token({"after": 1.5}),
         token({"after": 3, "extra": 1}),
         token({}),

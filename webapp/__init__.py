@@ -8,6 +8,7 @@ import config
 
 from . import api, auth, bodies, cli, db, errors, pages, security, site
 from .api import openapi
+from .bulk import exports
 from .domain import audit
 from .ops import health, metrics, observability, session_events
 from .routing import IdConverter, options_response
@@ -33,6 +34,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     cli.init_app(app)
     errors.init_app(app)
     security.init_app(app)
+    exports.init_app(app)
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

@@ -15,7 +15,8 @@
 Two choices of bind make a request cheaper without changing what it means:
 requests with a safe method (GET, HEAD, OPTIONS) read on an autocommit
 connection, no BEGIN and no ROLLBACK around their statements; and a request that
-lost its connection before it sent a COMMIT is run once more (`_retry_once`).
+lost its connection before it sent a COMMIT, or whose transaction PostgreSQL
+aborted to break a deadlock, is run once more (`_retry_once`).
 README.md, "The session lifecycle", has the why.
 
 With read replicas (webapp/replicas.py) such a request reads on one healthy
@@ -226,12 +227,14 @@ def _discard() -> None:
         Session.registry.clear()
 
 
-# -- one more try after a lost connection ----------------------------------------
+# -- one more try after a lost connection or a deadlock ---------------------------
 #
 # A connection can die in the pool (a database restart, an idle cut-off) or under
 # a request. If no COMMIT was sent, the server rolled the request's transaction
 # back and nothing of it remains, so running the request again is safe whatever
-# its method. It gets a fresh session, on a fresh connection, once.
+# its method. It gets a fresh session, on a fresh connection, once. The same holds
+# for a transaction the server aborted as a deadlock's or a serialization
+# conflict's victim; a second one in the same request is a 503.
 
 Step = TypeVar("Step", bound=Callable[..., Any])
 
@@ -245,7 +248,7 @@ def _retry_once(step: Step) -> Step:
             if not _may_run_again(error):
                 raise
             log.warning(
-                "lost the database connection before any commit, running %s %s again: %s",
+                "lost the database connection or a deadlock before any commit, running %s %s again: %s",
                 request.method,
                 request.path,
                 error.orig,
@@ -264,9 +267,15 @@ def _commit_sent(connection: Connection) -> None:
         g.setdefault(_COMMIT_SENT, True)
 
 
+# SQLSTATEs of a transaction PostgreSQL aborted to break a deadlock or a
+# serialization conflict: rolled back whole, like one on a lost connection, and
+# the same request run again most likely gets through.
+_LOST_A_RACE = frozenset({"40P01", "40001"})
+
+
 def _may_run_again(error: DBAPIError) -> bool:
     return (
-        error.connection_invalidated
+        (error.connection_invalidated or getattr(error.orig, "pgcode", None) in _LOST_A_RACE)
         and _RETRIED not in g
         and _COMMIT_SENT not in g
         and request.mimetype in _REPLAYABLE_BODIES

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from flask.globals import request_ctx
 from marshmallow import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
 from werkzeug.http import HTTP_STATUS_CODES
@@ -36,10 +36,22 @@ class DatabaseUnavailable(ServiceUnavailable):
     description = "The database is unavailable. Try again shortly."
 
 
+class IdsExhausted(ServiceUnavailable):
+    """A sequence reached its maximum: nothing more can be created until an operator acts.
+    (SQLite says SQLITE_FULL, an OperationalError, a plain DatabaseUnavailable.)"""
+
+    description = "The database has run out of ids for new records. Nothing was written."
+
+
+# PostgreSQL's SQLSTATE for nextval() past a sequence's maximum.
+SEQUENCE_LIMIT_EXCEEDED = "2200H"
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(ValidationError, _invalid_input)
     app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(PoolTimeout, _database_unavailable)
+    app.register_error_handler(DataError, _data_error)
     app.register_error_handler(HTTPException, error_response)
 
 
@@ -123,3 +135,10 @@ def _database_unavailable(error: Exception) -> Response:
     # parameters, a password hash among them when a write was in flight.
     log.warning("database unavailable: %s", getattr(error, "orig", None) or error)
     return error_response(DatabaseUnavailable())
+
+
+def _data_error(error: DataError) -> Response:
+    if getattr(error.orig, "pgcode", None) == SEQUENCE_LIMIT_EXCEEDED:
+        log.error("a sequence is exhausted: %s", error.orig)
+        return error_response(IdsExhausted())
+    raise error  # any other is a bug: Flask's unhandled-error path, a logged 500

@@ -1,6 +1,7 @@
 """Running the Alembic migrations in migrations/ against the app's engine."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 
 from .db import get_engine
 
@@ -58,6 +60,32 @@ def _config() -> Config:
 
 def _run(action: Callable[[Config, str], None], revision: str) -> None:
     config = _config()
-    with get_engine().begin() as connection:
+    with get_engine().connect() as connection, _foreign_keys_off(connection), connection.begin():
         config.attributes["connection"] = connection  # env.py uses it as is
         action(config, revision)
+        _check_foreign_keys(connection)
+
+
+@contextmanager
+def _foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while the migration runs, as SQLite's ALTER TABLE
+    instructions say. A batch migration copies a table and drops the original, and
+    with foreign keys on, that DROP deletes its rows first, cascading to the rows
+    that reference them (a user's tokens). The pragma works outside a transaction
+    only, so it goes to the driver's connection before SQLAlchemy begins one."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    driver.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {broken[:10]}")

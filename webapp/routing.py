@@ -6,10 +6,9 @@ from flask import Response
 from flask.globals import request_ctx
 from werkzeug.routing import IntegerConverter, Map
 
-# The users.id column is a 32-bit integer on PostgreSQL (and SQLite refuses
-# integers past 64 bits), so larger ids cannot exist: they are a 404 at routing
-# time instead of a database error.
-MAX_ID = 2**31 - 1
+# Ids are 64-bit integers on both databases (migration 0005), so larger ids cannot
+# exist: they are a 404 at routing time instead of a database error.
+MAX_ID = 2**63 - 1
 
 
 def decimal_range_regex(limit: int) -> str:

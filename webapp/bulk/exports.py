@@ -6,17 +6,23 @@ to the pool between chunks: a client that reads slowly holds no transaction and
 no connection, only its thread, and memory stays flat. The response wraps the
 generator in stream_with_context, so the request context and the thread's
 session live until the stream ends or the client goes away; teardown removes it.
+
+A slow reader still holds its thread, so each worker runs at most
+EXPORT_MAX_CONCURRENT exports at a time (half its threads by default) and answers any beyond that 503 with
+Retry-After (ExportsBusy): half-read exports can never take every thread.
 """
 
 import csv
 import io
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from functools import cache
 from typing import Any
 
-from flask import Response, stream_with_context
+from flask import Flask, Response, current_app, stream_with_context
 from sqlalchemy import Select, bindparam, select
+from werkzeug.exceptions import ServiceUnavailable
 
 from ..db import Session
 from ..domain.models import users_table
@@ -32,6 +38,19 @@ FORMULA_STARTS = "=+-@\t\r\uff1d\uff0b\uff0d\uff20"
 # CSV-injection guidance: a file opened with `;` as the separator splits
 # "Ada;=HYPERLINK(...)" into two cells, and the second is a formula.
 _FORMULA = re.compile(f'(?:^|(?<=[,;\t\r\n"]))(?=[ ]*[{re.escape(FORMULA_STARTS)}])')
+
+
+_SLOTS = "webapp.exports"
+
+
+class ExportsBusy(ServiceUnavailable):
+    description = "This server is running as many exports as it allows. Try again shortly."
+
+
+def init_app(app: Flask) -> None:
+    """The worker's export slots, shared by its threads."""
+    slots = app.config["EXPORT_MAX_CONCURRENT"] or max(1, app.config["GUNICORN_THREADS"] // 2)
+    app.extensions[_SLOTS] = threading.BoundedSemaphore(slots)
 
 
 def safe_cell(value: object) -> str:
@@ -82,9 +101,22 @@ def _chunk(searching: bool) -> Select[Any]:
 
 
 def csv_response(q: str = "") -> Response:
-    """A streamed users.csv download of the users matching `q`."""
-    return Response(
-        stream_with_context(csv_lines(q)),
-        mimetype="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="users.csv"'},
-    )
+    """A streamed users.csv download of the users matching `q`, if a slot is free.
+
+    The slot is taken before the stream starts and given back when the server
+    closes the response: the stream finished, or the client went away.
+    """
+    slots: threading.BoundedSemaphore = current_app.extensions[_SLOTS]
+    if not slots.acquire(blocking=False):
+        raise ExportsBusy()
+    try:
+        response = Response(
+            stream_with_context(csv_lines(q)),
+            mimetype="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="users.csv"'},
+        )
+    except BaseException:
+        slots.release()
+        raise
+    response.call_on_close(slots.release)
+    return response

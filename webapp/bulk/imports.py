@@ -1,21 +1,24 @@
 """Bulk import of users: one code path for the upload form, the API and the CLI.
 
-Rows are validated by the same schema as single creates, then inserted in
-batches by one Core INSERT ... SELECT each, plus one for their audit rows (see
-bulk), not one ORM object per row. Input is read as a stream and at most three
-batches are held at a time (one being inserted, one waiting, one being read), so
-memory stays flat however big the file: while the database inserts a batch, a
-helper thread reads and validates the next (see readahead). Only the caller's
-thread touches the session.
+Rows are validated by the same schema as single creates and staged in batches
+in a temporary table; once the whole file is read they are moved into users,
+by one Core INSERT ... SELECT per batch plus one for their audit rows (see
+inserts), not one ORM object per row. Staging first means a refused atomic
+import takes no ids from the sequence, and concurrent imports lock what they
+insert in one order, so they never deadlock (see staging). Input is read as a
+stream and at most three batches are held in memory at a time (one being
+staged, one waiting, one being read), so memory stays flat however big the
+file: while the database stages a batch, a helper thread reads and validates
+the next (see readahead). Only the caller's thread touches the session.
 
 The whole import is one transaction. In `atomic` mode any rejected row rolls
 all of it back; in `partial` mode the valid rows are committed and every
 rejected one is reported. Duplicate emails are found inside a batch by the
-batch's dict, and against everything already stored (users, earlier batches of
-this file, a concurrent writer's rows) by the unique index, through ON CONFLICT
-DO NOTHING. Each batch is inserted in a savepoint: if the database refuses a
-row for any other reason, the batch is split in halves, each in a savepoint of
-its own, until that row is found and rejected alone."""
+batch's dict, across batches by the staging table's key, and against what is
+already stored (users, a concurrent writer's rows) by NOT EXISTS and the unique
+index, through ON CONFLICT DO NOTHING. Each batch moves in a savepoint: if the
+database refuses a row for any other reason, the batch is split in halves, each
+in a savepoint of its own, until that row is found and rejected alone."""
 
 import csv
 import io
@@ -31,7 +34,7 @@ from ..db import Session
 from ..domain.schemas import IMPORT_MODES as MODES
 from ..domain.schemas import user_schema
 from ..domain.users import EMAIL_TAKEN
-from . import inserts
+from . import inserts, staging
 from .readahead import read_ahead
 
 COLUMNS = ("name", "email")
@@ -201,26 +204,36 @@ def _without_ignored(item: Any) -> Any:
 def import_users(
     rows: Iterable[Row],
     mode: str = "atomic",
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     on_batch: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
     """Validate and insert `rows`, then commit or roll back as `mode` says.
 
     The next batch is read and validated in a helper thread (see readahead) while
-    the calling thread, the only one that uses the session, inserts the current one.
+    the calling thread, the only one that uses the session, stages the current one.
+    Once the whole file is staged, the rows move into users (see staging).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
+    batch_size = batch_size or BATCH_SIZE
     session = Session()
     report = ImportReport(mode)
     try:
+        staging.begin(session)
         with read_ahead(_batches(rows, batch_size), name="import-validation") as batches:
             for batch in batches:
                 for rejection in batch.rejected:
                     report.reject(rejection.line, rejection.field, rejection.message)
-                _insert(batch.rows, report)
+                _stage(batch.rows, report)
                 if on_batch:
                     on_batch(report)
+        if not report.refused:
+            staging.lock_emails(session)
+            for staged_rows in staging.batches(session, batch_size):
+                _insert(staged_rows, report)
+                if on_batch:
+                    on_batch(report)
+            staging.end(session)
     except BaseException:
         session.rollback()
         raise
@@ -282,6 +295,13 @@ def _validated(line: int, raw: Any, rejected: list[Rejection]) -> dict[str, Any]
         messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
         rejected.extend(Rejection(line, name, " ".join(map(str, problems))) for name, problems in messages.items())
         return None
+
+
+def _stage(batch: dict[str, tuple[int, dict[str, Any]]], report: ImportReport) -> None:
+    staged = staging.stage(Session(), batch)
+    for email, (line, _) in batch.items():
+        if email not in staged:
+            report.reject(line, "email", EMAIL_TAKEN)
 
 
 def _insert(batch: dict[str, tuple[int, dict[str, Any]]], report: ImportReport) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Executable, bindparam, select, true
+from sqlalchemy import Executable, bindparam, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
@@ -46,9 +46,11 @@ def _insert_new(dialect: str) -> Executable:
     users = users_table  # the table, not the mapped class: no ORM on this path
     fields = json_rows(dialect, "users", [users.c.name, users.c.email])
     now = bindparam("now", type_=UTCDateTime)
-    # WHERE true: SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT,
-    # to tell it from a join's ON.
-    rows = select(fields["name"], fields["email"], now, now).where(true())
+    # Emails already stored are left out before the INSERT sees them: on PostgreSQL
+    # ON CONFLICT DO NOTHING skips a row only after taking its id from the sequence.
+    # It still skips those a concurrent writer is inserting. (SQLite needs a WHERE
+    # before ON CONFLICT in an INSERT ... SELECT anyway, to tell it from a join's ON.)
+    rows = select(fields["name"], fields["email"], now, now).where(~exists().where(users.c.email == fields["email"]))
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert  # each spells its ON CONFLICT
     return (
         insert(users)

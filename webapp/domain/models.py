@@ -5,10 +5,12 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -58,10 +60,21 @@ class Base(DeclarativeBase):
     pass
 
 
+# A 64-bit id that is never handed out twice (migration 0005): an identity column on
+# PostgreSQL; on SQLite an INTEGER PRIMARY KEY (SQLite's integers are 64-bit) of an
+# AUTOINCREMENT table, so the id of a deleted newest row is not given to the next.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
+def id_column() -> Mapped[int]:
+    return mapped_column(BigId, Identity(), primary_key=True)
+
+
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = id_column()
     name: Mapped[str] = mapped_column(String(100))
     # Stored lower-case (the schema normalizes it), so the plain unique index is
     # also a case-insensitive one.
@@ -92,6 +105,7 @@ class User(Base):
         postgresql_only(
             Index("ix_users_email_trgm", "email", postgresql_using="gin", postgresql_ops={"email": "gin_trgm_ops"})
         ),
+        NEVER_REUSED,
     )
     __mapper_args__ = {"version_id_col": version}
 
@@ -107,8 +121,8 @@ class AuditEntry(Base):
 
     __tablename__ = "audit_log"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int]
+    id: Mapped[int] = id_column()
+    user_id: Mapped[int] = mapped_column(BigId)
     action: Mapped[str] = mapped_column(String(10))  # insert, update, delete
     # {field: [old, new]}; old is null on insert, new is null on delete.
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -116,10 +130,10 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     # Who did it: the signed-in user, or null for the CLI and other system work.
     # Not a foreign key either: an actor deleted since stays named by id.
-    actor_id: Mapped[int | None]
+    actor_id: Mapped[int | None] = mapped_column(BigId)
 
     # A user's history is read newest first.
-    __table_args__ = (Index("ix_audit_log_user_id_id", "user_id", "id"),)
+    __table_args__ = (Index("ix_audit_log_user_id_id", "user_id", "id"), NEVER_REUSED)
 
 
 class ApiToken(Base):
@@ -128,13 +142,15 @@ class ApiToken(Base):
 
     __tablename__ = "api_tokens"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = id_column()
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (NEVER_REUSED,)
 
 
 class SignInFailures(Base):
