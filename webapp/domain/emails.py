@@ -6,9 +6,10 @@ insignificant), the domain in its IDNA ASCII form (`bücher.de` is stored as
 `xn--bcher-kva.de`, which is how DNS and mail see it). Its syntax and lengths are
 checked by email-validator, which knows RFC 5321 and 6531 and IDNA 2008 better
 than a regex: dot-atom local parts only (no quoted strings, no IP literals), a
-local part of at most 64 octets, at most 254 in all, and no special-use domain
-(`.invalid`, `.test`, `.localhost`) since no mail reaches one. It never looks the
-domain up: that would put DNS on the request path.
+local part of at most 64 octets, at most 254 in all. Special-use domains
+(`.invalid`, `.test`, `.local`) are accepted: tests, demos and internal
+deployments name accounts with them, and an account needs no mail. It never
+looks the domain up: that would put DNS on the request path.
 
 The schema (schemas.NormalizedEmail) stores what `canonical` returns; sign-in and
 the CLI look accounts up by `lookup_key`, the same form.
@@ -16,7 +17,12 @@ the CLI look accounts up by `lookup_key`, the same form.
 
 import unicodedata
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
+
+# email-validator refuses the domains on this list unless told otherwise; emptying it
+# is how its documentation says to accept them.
+email_validator.SPECIAL_USE_DOMAIN_NAMES = []
 
 MAX_LENGTH = 254  # octets, RFC 5321's path limit less its angle brackets
 MAX_LOCAL_LENGTH = 64

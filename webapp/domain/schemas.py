@@ -107,8 +107,8 @@ class UserSchema(RecordSchema):
             "description": (
                 "Trimmed, then stored in one form: Unicode NFKC, lower-case, the domain in IDNA ASCII form "
                 "(user@bücher.de is stored as user@xn--bcher-kva.de). A dot-atom local part of at most 64 bytes, "
-                "at most 254 bytes in all, no quoted local part, IP literal or special-use domain (.invalid, "
-                ".test, .localhost). Unique in that form, so whatever its case or spelling."
+                "at most 254 bytes in all, no quoted local part or IP literal. Unique in that form, so "
+                "whatever its case or spelling."
             ),
         },
     )
