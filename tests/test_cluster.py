@@ -244,6 +244,9 @@ def test_a_replica_stopped_under_load_costs_no_5xx_and_reads_move_to_the_primary
 
     def reader(n, budget):
         client = cluster.client()
+        # A restarted replica is usable again as soon as it is within the lag limit, possibly
+        # before it has replayed R again: a client that wants R must say so (read-your-writes).
+        client.read_after = created.headers["X-Read-After"]
         while budget.take() and not done.is_set():
             reply = client.get(path if n % 2 else "/api/users?per_page=10")
             with lock:
