@@ -7,6 +7,7 @@ order, the one that kills an instance last. They skip only where nginx or
 pgbouncer cannot be installed, and never under CI=true.
 """
 
+import http.client
 import json
 import os
 import re
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT / "deploy"))
 import cluster as deploy  # noqa: E402
 
 START_SECONDS = 120
+CUT = -1  # a response that began and was cut off
 TARGET = re.compile(r'desc="\d+ queries on (primary|replica)"')
 
 
@@ -242,6 +244,9 @@ def test_a_replica_stopped_under_load_costs_no_5xx_and_reads_move_to_the_primary
 
     def reader(n, budget):
         client = cluster.client()
+        # A restarted replica is usable again as soon as it is within the lag limit, possibly
+        # before it has replayed R again: a client that wants R must say so (read-your-writes).
+        client.read_after = created.headers["X-Read-After"]
         while budget.take() and not done.is_set():
             reply = client.get(path if n % 2 else "/api/users?per_page=10")
             with lock:
@@ -292,6 +297,17 @@ def latencies(cluster, count: int = 20) -> list[float]:
     return seconds
 
 
+def app_at_rest(cluster) -> bool:
+    """Every instance has removed every session it opened, and holds no connection."""
+    for metrics in cluster.instance_metrics():
+        opened = metrics.value("webapp_db_sessions_opened_total")
+        if opened != metrics.value("webapp_db_sessions_removed_total"):
+            return False
+        if any(metrics.per_worker("webapp_db_pool_checked_out").values()):
+            return False
+    return True
+
+
 def test_50_slowloris_connections_leave_other_requests_their_normal_latency(cluster):
     baseline = statistics.median(latencies(cluster))
     port = int(cluster.url.rsplit(":", 1)[1])
@@ -314,11 +330,18 @@ def test_50_slowloris_connections_leave_other_requests_their_normal_latency(clus
     assert max(during) < max(2.0, 10 * baseline)
 
 
+# Rows of about 400 bytes: an export of 8 MB, more than the kernel's socket buffers hold, so
+# that straight to gunicorn a half-read one would hold its thread (measured: the next request
+# to that instance timed out); through nginx it does not.
+EXPORTED = 20_000
+EXPORT_EMAIL = "e" * 50 + "{}@" + "a" * 60 + "." + "b" * 60 + "." + "c" * 40 + ".export.example.com"
+
+
 def test_16_half_read_csv_exports_leave_other_requests_answered_quickly(cluster):
     engine = create_engine(cluster.primary_url)
     with engine.begin() as connection:
         connection.execute(
-            insert(User), [{"name": f"Export {n}", "email": f"e{n}@export.example.com"} for n in range(20_000)]
+            insert(User), [{"name": f"Export {n} {'x' * 80}", "email": EXPORT_EMAIL.format(n)} for n in range(EXPORTED)]
         )
     engine.dispose()
     wait_for(lambda: replica_caught_up(cluster), seconds=20)
@@ -328,28 +351,33 @@ def test_16_half_read_csv_exports_leave_other_requests_answered_quickly(cluster)
     sockets = []
     try:
         for _ in range(16):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing ahead
+            sock.settimeout(60)
+            sock.connect(("127.0.0.1", port))
             # HTTP/1.0: the body unchunked, to the end of the connection
             sock.sendall(f"GET /api/users.csv HTTP/1.0\r\nHost: x\r\nAuthorization: {token}\r\n\r\n".encode())
-            sockets.append((sock, sock.recv(4096)))  # begun, and then left unread
-            assert sockets[-1][1].startswith(b"HTTP/1.1 200")
+            sockets.append((sock, b""))
+        for n, (sock, _) in enumerate(sockets):
+            sockets[n] = (sock, sock.recv(4096))  # begun, and then left unread
+            assert sockets[n][1].startswith(b"HTTP/1.1 200")
         # The app writes each export into nginx's buffers as fast as it can make it,
-        # then its thread is free: soon the exports cost it nothing, however long
-        # their clients take. (Straight to gunicorn, each would hold a thread.)
-        wait_for(lambda: cluster.client().get("/api/users?per_page=5").seconds < max(0.3, 3 * baseline), seconds=30)
+        # then its thread and session are free, however long the client takes to read:
+        # soon every session the exports opened is removed, with all 16 still unread.
+        # (Straight to gunicorn, each would hold its thread and session until read.)
+        wait_for(lambda: app_at_rest(cluster), seconds=60)
         during = latencies(cluster)
         # Still held: one of them, read now, has the whole export waiting for it in nginx.
         sock, rest = sockets[0]
-        sock.settimeout(10)
         while chunk := sock.recv(1 << 16):
             rest += chunk
-        assert rest.count(b"@export.example.com") == 20_000
+        assert rest.count(b".export.example.com") == EXPORTED
     finally:
         for sock, _ in sockets:
             sock.close()
         engine = create_engine(cluster.primary_url)
         with engine.begin() as connection:
-            connection.execute(delete(User).where(User.email.like("%@export.example.com")))
+            connection.execute(delete(User).where(User.email.like("%.export.example.com")))
         engine.dispose()
 
     # Normal latency: the median as before (give or take a loaded machine), no request held up.
@@ -363,6 +391,7 @@ def test_16_half_read_csv_exports_leave_other_requests_answered_quickly(cluster)
 def test_one_instance_killed_under_load_fails_no_get_and_the_other_carries_on(cluster):
     created = cluster.client().post("/api/users", {"name": "K", "email": "k@kill.example.com"})
     path = created.headers["Location"].removeprefix(cluster.url)
+    wait_for(lambda: replica_caught_up(cluster), seconds=10)  # readers without its X-Read-After find it too
     seen: list[tuple[str, int, float]] = []
     lock = threading.Lock()
     victim = cluster.info["instances"][0]["pid"]
@@ -372,15 +401,20 @@ def test_one_instance_killed_under_load_fails_no_get_and_the_other_carries_on(cl
         client = cluster.client()
         made = 0
         while budget.take():
-            if n % 4 == 0:
-                made += 1
-                reply = client.post("/api/users", {"name": f"K{n}", "email": f"k{n}-{made}@kill.example.com"})
-                method = "POST"
-            else:
-                reply = client.get(path if n % 2 else "/api/users?per_page=10")
-                method = "GET"
+            method = "POST" if n % 4 == 0 else "GET"
+            try:
+                if method == "POST":
+                    made += 1
+                    reply = client.post("/api/users", {"name": f"K{n}", "email": f"k{n}-{made}@kill.example.com"})
+                else:
+                    reply = client.get(path if n % 2 else "/api/users?per_page=10")
+                status = reply.status
+            except http.client.IncompleteRead:
+                # The instance died between writing a response's headers and its body:
+                # nginx had passed the headers on, so it could not retry (docs/production.md).
+                status = CUT
             with lock:
-                seen.append((method, reply.status, time.monotonic()))
+                seen.append((method, status, time.monotonic()))
 
     def kill():
         time.sleep(1.5)
@@ -394,8 +428,9 @@ def test_one_instance_killed_under_load_fails_no_get_and_the_other_carries_on(cl
 
     gets = [status for method, status, _ in seen if method == "GET"]
     assert len(gets) > 100
-    assert set(gets) == {200}
+    assert set(gets) <= {200, CUT}  # refused and reset connections were retried on the other instance
+    assert gets.count(CUT) <= 2  # at most the responses in the very syscall-wide gap, if any
     after = [status for _, status, at in seen if at > killed[0] + 0.5]
     assert len(after) > 50 and set(after) <= {200, 201}  # the other instance answers everything
     posts = [status for method, status, _ in seen if method == "POST"]
-    assert set(posts) <= {201, 502}  # a POST in flight on the dead instance is never retried by nginx
+    assert set(posts) <= {201, 502, CUT}  # a POST in flight on the dead instance is never retried by nginx

@@ -146,7 +146,9 @@ class Replicas:
                 log.info("replica %s is usable", replica.name)
             else:
                 log.warning("replica %s left out: %s", replica.name, why)
-        replica.replay_lsn = max(replica.replay_lsn, replay_lsn)
+        # As found, even if lower than before: a replica restarted after a crash replays again
+        # from an older point, and must not be trusted with positions it has not reached yet.
+        replica.replay_lsn = replay_lsn
         replica.lag = lag
         replica.healthy = healthy
 
