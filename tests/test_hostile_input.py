@@ -126,12 +126,28 @@ def test_a_malformed_if_match_is_a_400_and_writes_nothing(store, client, ada, va
 
 
 @pytest.mark.parametrize("spelled", ['"{id}.¹"', '"{id}.٠١"', '"{id}.01"', '"٠{id}.1"', '"{id}.１"', '"{id}.+1"'])
-def test_our_tag_spelled_with_other_digits_or_leading_zeros_never_matches(store, client, ada, spelled):
+def test_our_tag_spelled_with_other_digits_or_leading_zeros_is_a_400(store, client, ada, spelled):
     value = spelled.format(id=ada)
 
     response = client.patch(
         f"/api/users/{ada}", json={"name": "Nope"}, environ_overrides={"HTTP_IF_MATCH": as_wsgi(value)}
     )
+
+    assert "no ETag of this API" in assert_problem(response, 400)["detail"]
+    assert store.users() == [ADA]
+
+
+@pytest.mark.parametrize("spelled", ['"{id}.¹"', '"{id}.01"', '"٠{id}.1"'])
+def test_if_none_match_with_our_tag_misspelled_is_a_400(client, ada, spelled):
+    value = spelled.format(id=ada)
+
+    response = client.get(f"/api/users/{ada}", environ_overrides={"HTTP_IF_NONE_MATCH": as_wsgi(value)})
+
+    assert_problem(response, 400)
+
+
+def test_a_tag_of_another_form_is_simply_not_a_match(store, client, ada):
+    response = client.patch(f"/api/users/{ada}", json={"name": "Nope"}, headers={"If-Match": '"abc", W/"1.x"'})
 
     assert_problem(response, 412)
     assert store.users() == [ADA]

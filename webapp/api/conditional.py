@@ -4,10 +4,14 @@ A user's ETag is `"<id>.<version>"`. A write with If-Match happens only if the
 current tag is among those listed (or `*`); a read with If-None-Match that lists
 the current tag gets 304. A header that is present but not a well-formed list of
 entity-tags (empty, a lone quote, a stray comma) is a 400: read as absent, it
-would turn a conditional write into an unconditional one.
+would turn a conditional write into an unconditional one. So is a tag of our
+shape spelled in a way we never write (other digits than ASCII, a leading zero, a
+sign, `"57.¹"`): a client that sends one has mangled our tag, and a 412 would tell
+it only that the user changed.
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from flask import Response, request
@@ -58,7 +62,32 @@ def parse(header: str, value: str) -> Tags:
     tags = _entity_tags(value)
     if not tags:
         raise BadRequest(f'{header} must be "*" or a list of entity-tags such as "12.3", not {value!r}.')
+    for _, opaque in tags:
+        if _misspelled(opaque):
+            raise BadRequest(
+                f"{header} names {_text(opaque)!r}, which is no ETag of this API: "
+                'send the tag as the ETag header gave it, ASCII digits such as "12.3".'
+            )
     return Tags(any=False, tags=tuple(tags))
+
+
+def _text(opaque: str) -> str:
+    # Header values arrive decoded as Latin-1; clients send UTF-8.
+    return opaque.encode("latin-1").decode("utf-8", errors="replace")
+
+
+def _misspelled(opaque: str) -> bool:
+    """`<id>.<version>` written with what int() or a reader takes for digits, but not
+    as we write it."""
+    if _OURS.fullmatch(opaque):
+        return False
+    parts = _text(opaque).split(".")
+    return len(parts) == 2 and all(_number_like(part) for part in parts)
+
+
+def _number_like(part: str) -> bool:
+    digits = part[1:] if part[:1] in "+-" else part
+    return bool(digits) and all(unicodedata.digit(c, None) is not None for c in digits)
 
 
 def _entity_tags(value: str) -> list[tuple[bool, str]] | None:
