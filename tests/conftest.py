@@ -42,6 +42,23 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+# Two suites whose subject is not the run's database run in one of the two runs
+# only, unless named on the command line: the browser tests in the SQLite run
+# (make run's set-up), the production topology (which starts PostgreSQL clusters
+# of its own) in the PostgreSQL run. It keeps .ci/run's two runs within bounds.
+ONE_RUN_ONLY = {"tests/e2e/": "sqlite", "tests/test_cluster.py": "postgresql"}
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = "postgresql" if TEST_DATABASE_URL else "sqlite"
+    named = " ".join(config.args)
+    elsewhere = {prefix for prefix, run in ONE_RUN_ONLY.items() if run != backend and prefix not in named}
+    dropped = [item for item in items if item.nodeid.startswith(tuple(elsewhere))]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.nodeid.startswith(tuple(elsewhere))]
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     """A database of this test run's own.
