@@ -356,7 +356,7 @@ def test_16_half_read_csv_exports_leave_other_requests_answered_quickly(cluster)
             sock.settimeout(60)
             sock.connect(("127.0.0.1", port))
             # HTTP/1.0: the body unchunked, to the end of the connection
-            sock.sendall(f"GET /api/users.csv HTTP/1.0\r\nHost: x\r\nAuthorization: {token}\r\n\r\n".encode())
+            sock.sendall(f"GET /api/users.csv HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\n\r\n".encode())
             sockets.append((sock, b""))
         for n, (sock, _) in enumerate(sockets):
             sockets[n] = (sock, sock.recv(4096))  # begun, and then left unread

@@ -331,6 +331,14 @@ def test_reloading_the_report_shows_it_again_and_imports_nothing_again(store, cl
     assert store.count() == 1
 
 
+@pytest.mark.parametrize("token", ["%00", "x" * 43 + "%00", "not-a-token"])
+def test_a_mangled_report_link_is_a_report_gone_not_an_error(client, token):
+    page = client.get(f"/users/import?report={token}")
+
+    assert page.status_code == 200
+    assert "That import report is gone" in page.text
+
+
 def test_a_report_is_for_who_imported_and_for_an_hour(app, store, client, forms):
     location = upload(forms, csv_body("Ada,ada@example.com")).headers["Location"]
     with app.app_context():

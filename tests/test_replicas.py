@@ -12,7 +12,7 @@ import pytest
 from flask import jsonify
 from sqlalchemy import create_engine, insert, select
 
-from webapp import migrations
+from webapp import auth, migrations
 from webapp.db import Session, binds, get_engine
 from webapp.domain.models import User
 from webapp.replicas import COOKIE, HEADER, format_lsn, parse_lsn
@@ -302,6 +302,26 @@ def test_behind_one_proxy_the_app_believes_only_what_that_proxy_added(make_app):
 
     # The client's own "6.6.6.6" is further left than the one proxy: ignored.
     assert seen == {"addr": "203.0.113.7", "scheme": "https", "host": "example.org"}
+
+
+def test_a_prefix_the_proxy_does_not_set_is_not_believed(make_app):
+    app = _whoami(make_app(TRUSTED_PROXIES=1, TRUSTED_HOSTS=["example.org"]))
+
+    response = app.test_client().get("/", headers={**FORWARDED, "X-Forwarded-Prefix": "//evil.example"})
+
+    assert "evil.example" not in response.headers.get("Location", "")
+
+
+def test_a_token_checked_on_a_replica_is_not_cached_for_later_requests(replicated):
+    client = replicated.test_client()
+    cache = replicated.extensions[auth._TOKENS]
+    cache.entries.clear()
+
+    assert target(client.get("/api/users")) == "replica"
+    assert not cache.entries  # a revocation the replica has not replayed must not outlive this request
+
+    client.post("/api/users", json={"name": "Cached", "email": "cached@replica.example.com"})
+    assert cache.entries  # read on the primary: cached
 
 
 def test_without_trusted_proxies_forwarded_headers_are_ignored(make_app):

@@ -125,6 +125,8 @@ def test_a_cursor_sent_with_another_sort_is_a_422(client, people):
         ("created_at", "yesterday"),
         ("created_at", "2024-05-01T12:00:00"),  # no time zone
         ("sideways", "x"),
+        ("name", "\ud800"),  # a lone surrogate: no driver can send it
+        ("email", "a\u0000"),  # NUL: PostgreSQL's text cannot hold it
     ],
 )
 def test_a_cursor_with_a_key_that_does_not_fit_its_sort_is_a_422(client, payload):

@@ -24,6 +24,7 @@ from flask_login import LoginManager, current_user
 from werkzeug.exceptions import Forbidden, Unauthorized
 from werkzeug.wrappers import Response
 
+from . import db
 from .domain import accounts
 from .domain.accounts import Account
 from .domain.models import utcnow
@@ -153,7 +154,9 @@ class TokenCache:
         if hit is not None and now - hit[0] < self.seconds:
             return hit[1]
         record = accounts.token_record(token_id)
-        if record is not None and self.seconds > 0:
+        # A replica may not have replayed a revocation or a demotion yet: what it says
+        # serves this request only, never the writes that would read it from the cache.
+        if record is not None and self.seconds > 0 and db.Session().target == "primary":
             with self.lock:
                 self.entries[token_id] = (now, record)
                 self.entries.move_to_end(token_id)

@@ -67,8 +67,8 @@ def init_app(app: Flask) -> None:
     app.wsgi_app = SecurityHeaders(app.wsgi_app, list(headers.items()))  # type: ignore[method-assign]
     if proxies := app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies, x_prefix=proxies
-        )
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
+        )  # Not X-Forwarded-Prefix: deploy/nginx.conf does not set it, so it would be the client's.
 
 
 class SecurityHeaders:

@@ -1,7 +1,7 @@
 """Indexes for sorted lists: (name, id) and (created_at, id); import reports.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 
 A list sorted by name or by creation time pages by keyset on (column, id): the
 next page is "WHERE (name, id) > (:key, :id) ORDER BY name, id LIMIT n", which an
@@ -30,7 +30,7 @@ def upgrade() -> None:
     op.create_table(
         "import_reports",
         sa.Column("token", sa.String(43), primary_key=True),
-        sa.Column("actor_id", sa.Integer(), nullable=True),
+        sa.Column("actor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("report", sa.JSON(), nullable=False),
     )

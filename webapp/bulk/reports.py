@@ -6,6 +6,7 @@ the page is reloaded, without importing again. Only who imported may read it,
 and it is gone after KEPT_FOR: the rows rejected name people's data.
 """
 
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -48,6 +49,14 @@ def save(report: ImportReport, shown: int) -> str:
     session.execute(_INSERT, {"token": token, "actor_id": acting_user_id(), "created_at": now, "report": kept})
     session.commit()
     return token
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+
+
+def well_formed(token: str) -> bool:
+    """Whether `token` could be one save() made (a link typed or mangled may not be)."""
+    return _TOKEN.fullmatch(token) is not None
 
 
 def load(token: str) -> dict[str, Any] | None:

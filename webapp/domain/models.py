@@ -172,7 +172,7 @@ class ImportReportRecord(Base):
     __tablename__ = "import_reports"
 
     token: Mapped[str] = mapped_column(String(43), primary_key=True)  # 32 random bytes, urlsafe
-    actor_id: Mapped[int | None]  # who imported: the only one who may read it
+    actor_id: Mapped[int | None] = mapped_column(BigId)  # who imported: the only one who may read it
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
 

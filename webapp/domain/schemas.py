@@ -306,6 +306,8 @@ class Cursor(fields.Field[Position]):
     def _key(self, column: str, key: Any) -> Any:
         if not isinstance(key, str) or len(key) > 254:
             raise self.make_error("invalid")
+        if _CONTROL_CHARACTERS.search(key) or _SURROGATES.search(key):
+            raise self.make_error("invalid")  # no name or email we store has them; drivers refuse them
         if column != "created_at":
             return key
         try:

@@ -77,7 +77,7 @@ def import_form() -> tuple[str, int]:
     """The upload form, and the report of the upload that redirected here, if any."""
     auth.require_admin("import users")
     token = request.args.get("report", "")
-    report = reports.load(token) if token else None
+    report = reports.load(token) if reports.well_formed(token) else None
     if token and report is None:
         flash("That import report is gone: reports are kept for an hour, for who imported.", "error")
     mode = report["mode"] if report else "atomic"
