@@ -179,6 +179,29 @@ def test_nginx_passes_the_request_id_and_denies_metrics_from_outside(cluster):
     assert all(m.samples for m in cluster.instance_metrics())  # each instance still serves its scraper
 
 
+@pytest.mark.parametrize(
+    "head, status",
+    [
+        ("POST /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 9000000\r\n", 413),
+        ("GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + "x" * 9000 + "\r\n", 431),
+        ("GET /api/users?q=" + "x" * 9000 + " HTTP/1.1\r\nHost: 127.0.0.1\r\n", 414),
+        ("GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\nBroken header line\r\n", 400),
+    ],
+)
+def test_what_nginx_refuses_itself_is_problem_json(cluster, head, status):
+    port = int(cluster.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall((head + "Connection: close\r\n\r\n").encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+
+    assert head_part.startswith(f"HTTP/1.1 {status} ".encode()), head_part[:80]
+    assert b"Content-Type: application/problem+json" in head_part
+    assert json.loads(body)["status"] == status
+
+
 def test_the_roles_timeouts_hold_behind_pgbouncer(cluster):
     bouncer = f"postgresql+psycopg2://webapp@127.0.0.1:{cluster.info['pgbouncers'][0]}/webapp"
 
