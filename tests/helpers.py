@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, func, insert, make_url, select
 from werkzeug.security import generate_password_hash
 
@@ -358,3 +359,28 @@ class Forms:
 
     def post(self, path: str, data: dict, page: str = "/users/new", **kwargs):
         return self.client.post(path, data={**self.hidden(page), **data}, **kwargs)
+
+
+# Hypothesis in the suite: the same examples on every run and no example database
+# (a failure reproduces from the code alone), no deadline (a loaded CI machine is
+# slow), and function-scoped fixtures shared by the examples on purpose. Each test
+# adds its own max_examples.
+BOUNDED = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@contextmanager
+def replay_paused(replica_url: str):
+    """A streaming replica that stops replaying the primary's WAL while the block runs."""
+    engine = create_engine(replica_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT pg_wal_replay_pause()")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql("SELECT pg_wal_replay_resume()")
+    engine.dispose()

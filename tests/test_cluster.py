@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from test_load import crud_client
 from webapp.domain.models import User
 
 import pg_cluster as pg
-from helpers import add_admin_to
+from helpers import add_admin_to, replay_paused
 from server import ROOT, Metrics, call, free_port, run_clients, wait_for
 
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -152,18 +151,6 @@ def target(reply) -> str | None:
     return match.group(1) if match else None
 
 
-@contextmanager
-def replay_paused(topology):
-    engine = create_engine(topology.replica_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql("SELECT pg_wal_replay_pause()")
-        try:
-            yield
-        finally:
-            connection.exec_driver_sql("SELECT pg_wal_replay_resume()")
-    engine.dispose()
-
-
 # -- the front door -----------------------------------------------------------------
 
 
@@ -237,7 +224,7 @@ def test_32_clients_of_mixed_load_through_nginx_and_pgbouncer_get_no_5xx_and_the
 def test_with_replay_paused_a_writer_reads_its_write_every_time_and_others_keep_reading(cluster):
     writer, other = cluster.client(), cluster.client()
     reads, stale = [], 0
-    with replay_paused(cluster):
+    with replay_paused(cluster.replica_url):
         for n in range(15):
             created = writer.post("/api/users", {"name": f"Paused {n}", "email": f"paused{n}@replay.example.com"})
             assert created.status == 201, created.body

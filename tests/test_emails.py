@@ -3,12 +3,12 @@ lower-case, IDNA domain), with RFC 5321's lengths, by the API, the forms, the im
 and sign-in alike (webapp/domain/emails.py, used by the schema)."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webapp.domain import emails
 
-from helpers import anonymous, assert_problem, sign_in
+from helpers import BOUNDED, anonymous, assert_problem, sign_in
 
 # Ways of writing ada@bücher.de that are the same mailbox.
 SPELLINGS = [
@@ -71,7 +71,7 @@ def test_a_local_part_of_64_bytes_is_accepted(client):
     assert client.post("/api/users", json={"name": "Ada", "email": "a" * 64 + "@example.com"}).status_code == 201
 
 
-@settings(max_examples=200, derandomize=True, deadline=None, database=None)
+@settings(BOUNDED, max_examples=200)
 @given(address=st.emails())
 def test_the_canonical_form_is_a_fixed_point(address):
     stored = emails.canonical(address)
@@ -81,13 +81,7 @@ def test_the_canonical_form_is_a_fixed_point(address):
     assert len(stored.encode()) <= emails.MAX_LENGTH
 
 
-@settings(
-    max_examples=60,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(BOUNDED, max_examples=60)
 @given(address=st.emails())
 def test_any_address_a_fuzzer_calls_valid_is_accepted_once(client, address):
     created = client.post("/api/users", json={"name": "Fuzzed", "email": address})

@@ -8,7 +8,7 @@ import socket
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, event
 
@@ -16,7 +16,7 @@ from webapp import migrations
 from webapp.bulk import exports
 from webapp.db import get_engine
 
-from helpers import ADMIN_EMAIL, add_admin, app_backends, assert_problem, assert_session_gone, client_class
+from helpers import ADMIN_EMAIL, BOUNDED, add_admin, app_backends, assert_problem, assert_session_gone, client_class
 
 PATHS = ["/users.csv", "/api/users.csv"]
 
@@ -72,13 +72,7 @@ def cells_as_a_spreadsheet_splits_them(text: str):
             yield from row
 
 
-@settings(
-    max_examples=60,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(BOUNDED, max_examples=60)
 @given(names=st.lists(st.text(alphabet="=+-@,;\t\r\n\" 'aZ9＝", min_size=1, max_size=12), min_size=1, max_size=5))
 def test_no_cell_starts_a_formula_whatever_separator_the_spreadsheet_splits_on(store, client, names):
     store.add_users(*[(name, f"{secrets.token_hex(6)}@example.com") for name in names])
@@ -176,12 +170,17 @@ def test_exports_beyond_the_workers_cap_are_503_with_retry_after_until_one_ends(
     assert_session_gone(app)
 
 
-def test_the_cap_comes_from_export_max_concurrent(store, make_app):
+def one_export_at_a_time(make_app):
+    """A signed-in client of an app on its own database that allows one export at once."""
     app = make_app(EXPORT_MAX_CONCURRENT=1)
     with app.app_context():
         migrations.upgrade("head")
     app.test_client_class = client_class(add_admin(app))
-    client = app.test_client()
+    return app.test_client()
+
+
+def test_the_cap_comes_from_export_max_concurrent(store, make_app):
+    client = one_export_at_a_time(make_app)
 
     held = client.get("/api/users.csv", buffered=False)
 
@@ -281,11 +280,7 @@ def test_half_read_exports_hold_a_thread_each_but_no_transaction_and_never_every
 
 
 def test_an_export_read_to_the_end_gives_its_slot_back_even_if_never_closed(store, make_app):
-    app = make_app(EXPORT_MAX_CONCURRENT=1)
-    with app.app_context():
-        migrations.upgrade("head")
-    app.test_client_class = client_class(add_admin(app))
-    client = app.test_client()
+    client = one_export_at_a_time(make_app)
 
     first = client.get("/api/users.csv", buffered=False)
     assert b"".join(first.response).startswith(b"id,name")  # read to the end; close() not called

@@ -6,11 +6,10 @@ paused, a row written on the primary exists there and not on the replica.
 """
 
 import re
-from contextlib import contextmanager
 
 import pytest
 from flask import jsonify
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import insert, select
 
 from webapp import auth, migrations
 from webapp.db import Session, binds, get_engine
@@ -18,7 +17,7 @@ from webapp.domain.models import User
 from webapp.replicas import COOKIE, HEADER, format_lsn, parse_lsn
 
 import pg_cluster as pg
-from helpers import Forms, signed_in
+from helpers import Forms, replay_paused, signed_in
 from server import wait_for
 
 CHECK_SECONDS = 0.2
@@ -86,18 +85,6 @@ def target(response) -> str:
     return TARGET.fullmatch(response.headers["Server-Timing"]).group(1)
 
 
-@contextmanager
-def replay_paused(replica):
-    engine = create_engine(replica.url("app"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql("SELECT pg_wal_replay_pause()")
-        try:
-            yield
-        finally:
-            connection.exec_driver_sql("SELECT pg_wal_replay_resume()")
-    engine.dispose()
-
-
 def add_user_on_primary(app, name: str) -> int:
     with get_engine(app).begin() as connection:
         return connection.execute(
@@ -128,7 +115,7 @@ def test_a_get_reads_on_the_replica_and_says_so(replicated):
 
 
 def test_a_replica_that_has_not_replayed_a_row_does_not_have_it(replicated, pair):
-    with replay_paused(pair[1]):
+    with replay_paused(pair[1].url("app")):
         user_id = add_user_on_primary(replicated, "Unreplayed")
         response = replicated.test_client().get(f"/api/users/{user_id}")
 
@@ -138,7 +125,7 @@ def test_a_replica_that_has_not_replayed_a_row_does_not_have_it(replicated, pair
 
 def test_writes_go_to_the_primary_and_answer_with_their_wal_position(replicated, pair):
     client = replicated.test_client()
-    with replay_paused(pair[1]):
+    with replay_paused(pair[1].url("app")):
         created = client.post("/api/users", json={"name": "Writer", "email": "writer@replica.example.com"})
 
         assert created.status_code == 201
@@ -171,7 +158,7 @@ def test_a_malformed_read_after_reads_on_the_primary_and_is_never_a_500(replicat
 def test_a_page_write_sets_a_signed_cookie_that_keeps_the_next_pages_on_the_primary(replicated, pair):
     client = replicated.test_client()
     forms = Forms(client)
-    with replay_paused(pair[1]):
+    with replay_paused(pair[1].url("app")):
         created = forms.post("/users", {"name": "Paged", "email": "paged@replica.example.com"})
         assert created.status_code in (302, 303), created.text
         cookie = client.get_cookie(COOKIE)
@@ -193,7 +180,7 @@ def test_select_for_update_in_a_read_goes_to_the_primary(replicated, pair):
         row = Session().execute(select(User.name).where(User.id == user_id).with_for_update()).first()
         return jsonify(found=row is not None)
 
-    with replay_paused(pair[1]):
+    with replay_paused(pair[1].url("app")):
         user_id = add_user_on_primary(replicated, "Locked")
         response = replicated.test_client().get(f"/locked/{user_id}")
 
@@ -201,7 +188,7 @@ def test_select_for_update_in_a_read_goes_to_the_primary(replicated, pair):
 
 
 def test_cli_commands_use_the_primary(replicated, pair):
-    with replay_paused(pair[1]):
+    with replay_paused(pair[1].url("app")):
         user_id = add_user_on_primary(replicated, "Cli")
         with replicated.app_context():
             assert Session().scalar(select(User.name).where(User.id == user_id)) == "Cli"
@@ -230,7 +217,7 @@ def test_metrics_count_statements_by_target_and_show_the_replica(replicated):
 
 def test_a_lagging_replica_is_left_out_until_it_catches_up(replicated, pair):
     replicas = binds(replicated).replicas
-    with replay_paused(pair[1]):
+    with replay_paused(pair[1].url("app")):
         add_user_on_primary(replicated, "Lag")
         wait_for(lambda: not replicas.all[0].healthy, seconds=10)  # past REPLICA_MAX_LAG_SECONDS (2)
         assert replicas.all[0].lag > 2.0
