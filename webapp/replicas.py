@@ -216,17 +216,22 @@ def from_config(app: Flask, primary: Engine) -> Replicas | None:
         raise RuntimeError("DATABASE_REPLICA_URLS needs DATABASE_URL to be PostgreSQL (streaming replicas).")
     engines = []
     for url in urls:
-        if make_url(url).get_backend_name() != "postgresql":
-            raise RuntimeError(f"DATABASE_REPLICA_URLS: {make_url(url)!r} is not a PostgreSQL URL")
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "postgresql":
+            raise RuntimeError(f"DATABASE_REPLICA_URLS: {parsed!r} is not a PostgreSQL URL")
         engines.append(create_engine_from_config({**app.config, "DATABASE_URL": url}, app.instance_path))
+    app.extensions[_SIGNER] = URLSafeSerializer(app.config["SECRET_KEY"], salt="read-after")
     return Replicas(primary, engines, app.config["REPLICA_MAX_LAG_SECONDS"], app.config["REPLICA_CHECK_SECONDS"])
 
 
 # -- read-your-writes ---------------------------------------------------------------
 
 
+_SIGNER = "webapp.replicas.signer"  # in app.extensions: signs the pages' read_after cookie
+
+
 def _signer(app: Flask) -> URLSafeSerializer:
-    return URLSafeSerializer(app.config["SECRET_KEY"], salt="read-after")
+    return app.extensions[_SIGNER]  # type: ignore[no-any-return]
 
 
 def required_lsn() -> int | None:

@@ -170,7 +170,7 @@ class SignInSchema(Schema):
 
     # What no account's email can be (too long, control characters) is refused here,
     # before it reaches the database: a NUL or 300 characters would fail there.
-    email = TrimmedString(required=True, validate=validate.Length(min=1, max=254))
+    email = TrimmedString(required=True, validate=validate.Length(min=1, max=emails.MAX_LENGTH))
     password = fields.String(required=True, validate=validate.Length(min=1, max=PASSWORD_LENGTH[1]))
 
 
@@ -304,7 +304,7 @@ class Cursor(fields.Field[Position]):
         return Position(sort, self._key(sort.lstrip("-"), decoded["key"]), after)
 
     def _key(self, column: str, key: Any) -> Any:
-        if not isinstance(key, str) or len(key) > 254:
+        if not isinstance(key, str) or len(key) > emails.MAX_LENGTH:  # the longest key: an email
             raise self.make_error("invalid")
         if _CONTROL_CHARACTERS.search(key) or _SURROGATES.search(key):
             raise self.make_error("invalid")  # no name or email we store has them; drivers refuse them

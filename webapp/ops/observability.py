@@ -119,10 +119,11 @@ def _statement_started(*args: Any) -> None:
 
 def _statement_started_on(target: str) -> Callable[..., None]:
     def started(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if context.execution_options.get(replicas.CHECK):
+            return  # the replica checker's own statements belong to no request
+        _statement_started()
         stats = getattr(_current, "stats", None)
-        if stats is not None and not context.execution_options.get(replicas.CHECK):
-            stats.queries += 1
-            stats.statement_started = time.perf_counter()
+        if stats is not None:
             if stats.targets is None:
                 stats.targets = set()
             stats.targets.add(target)

@@ -146,10 +146,11 @@ def show_user(user_id: int) -> str | tuple[str, int]:
 
 def render_deleted(user_id: int, error: str | None = None, status: int = 404) -> tuple[str, int]:
     """A deleted user's page: their history stays readable, and an admin may restore them."""
-    history = audit.history(user_id, **page_args_schema.load(request.args))
-    state = restore.last_state(user_id)
-    if history.total == 0 or state is None:
+    page = page_args_schema.load(request.args)
+    state = restore.last_state(user_id)  # None: never deleted, so no history either
+    if state is None:
         raise NotFound(f"There is no user with id {user_id}.")
+    history = audit.history(user_id, **page)
     return render_template("users/deleted.html", user_id=user_id, state=state, history=history, error=error), status
 
 
