@@ -214,6 +214,16 @@ def test_the_session_cookie_is_httponly_and_samesite_lax(client):
     assert "Secure" not in cookie  # development and tests are served over plain HTTP
 
 
+def test_api_responses_depend_on_no_cookie_and_pages_say_they_do(client):
+    # Shared caches key a response on the request headers Vary names; an API
+    # answer is the same with or without a session cookie, a page is not.
+    api = client.get("/api/users")
+    page = client.get("/users")
+
+    assert api.status_code == 200 and "Cookie" not in api.headers.get("Vary", "")
+    assert page.status_code == 200 and "Cookie" in page.headers["Vary"]
+
+
 def test_production_marks_the_session_cookie_secure(production_app):
     cookie = production_app.test_client().get("/users/new").headers["Set-Cookie"]
 

@@ -46,6 +46,11 @@ class NotSignedIn(Unauthorized):
 
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
+    # Flask-Login refreshes its remember-me cookie after every request, reading the
+    # session to do so. Only the pages sign in and out, so only they run it
+    # (pages/__init__.py): an API response then depends on no cookie, says no
+    # "Vary: Cookie", and its request leaves the session alone.
+    app.after_request_funcs[None].remove(login_manager._update_remember_cookie)
     login_manager.user_loader(_load_account)
     login_manager.unauthorized_handler(_to_sign_in)
     app.extensions[_TOKENS] = TokenCache(app.config["API_TOKEN_CACHE_SECONDS"])

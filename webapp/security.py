@@ -15,7 +15,7 @@ them (werkzeug's ProxyFix): the client's own values, further left, are ignored.
 
 from typing import Any
 
-from flask import Blueprint, Flask, Request
+from flask import Blueprint, Flask, Request, Response
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -49,6 +49,11 @@ class CookieSessions(SecureCookieSessionInterface):
         if self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        if not (session or session.modified or session.accessed):
+            return  # nothing to store or delete, and the response depended on no cookie
+        super().save_session(app, session, response)
 
 
 def protect_forms(bp: Blueprint) -> None:
