@@ -18,9 +18,10 @@ Nearly every address is plain ASCII, a dot-atom before the @ and letters, digits
 and single hyphens in the domain. For those the canonical form is the folded text
 itself, and `_is_plain` says so in a few microseconds, where email-validator takes
 about forty (most of it on the domain's UTS-46 and IDNA checks, which change
-nothing in an ASCII domain): a tenth of the instructions of a create, measured. Anything else goes through email-validator. The shortcut accepts
-nothing the validator refuses and changes nothing it would keep: a differential
-test (tests/test_emails.py) holds the two to that.
+nothing in an ASCII domain): a tenth of the instructions of a create, measured.
+Anything else goes through email-validator. The shortcut accepts nothing the
+validator refuses and changes nothing it would keep: a differential test
+(tests/test_emails.py) holds the two to that.
 """
 
 import re
