@@ -100,6 +100,16 @@ def post_fork(server, worker):
         engine.dispose(close=False)
 
 
+def post_worker_init(worker):
+    """A response's head leaves with the start of its body, in one send: an instance
+    killed between the two would leave nginx a head it has passed on and cannot retry
+    (webapp/serving.py). In the worker, once the app is loaded, so the master imports
+    no more of the app than it did."""
+    from webapp import serving
+
+    serving.install()
+
+
 # -- Prometheus multiprocess mode ---------------------------------------------------
 #
 # prometheus_client picks its storage when it is imported, so the directory is in
