@@ -94,9 +94,7 @@ def post_fork(server, worker):
         return
     from webapp.db import binds
 
-    app_binds = binds(server.app.wsgi())
-    replicas = app_binds.replicas.all if app_binds.replicas is not None else []
-    for engine in [app_binds.engine, *(replica.engine for replica in replicas)]:
+    for engine, _ in binds(server.app.wsgi()).engines:
         engine.dispose(close=False)
 
 
