@@ -82,6 +82,29 @@ def test_the_wire_carries_gunicorns_bytes_with_the_head_in_the_first_body_send(c
     assert head.startswith(b"HTTP/1.") and after == first_body
 
 
+def test_until_the_head_is_sent_headers_sent_is_false_and_the_app_may_still_replace_it():
+    cfg = Config()
+    req = next(RequestParser(cfg, [request()], ("127.0.0.1", 50000)))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        response = OneSendResponse(req, ours, cfg)
+        response.start_response("200 OK", [("Content-Length", "0")])
+        response.write(b"more than its length")  # nothing of it goes: the head waits for the end
+        theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            theirs.recv(1 << 20)
+        # What the worker asks before it answers an error with a 500 of its own (PEP 3333's
+        # exc_info likewise): nothing was sent yet.
+        assert response.headers_sent is False
+        try:
+            raise RuntimeError("the app failed")
+        except RuntimeError as error:
+            response.start_response("500 Internal Server Error", [], (type(error), error, error.__traceback__))
+        response.close()
+        assert response.headers_sent is True
+        assert theirs.recv(1 << 20).startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+
+
 def test_gunicorns_own_response_sends_a_small_body_apart_from_its_head():
     # Why webapp/serving.py exists: if gunicorn ever sends them together, it can go.
     theirs = sends(wsgi.Response, request(), "200 OK", JSON, [b'{"id": 1, "x"}'])

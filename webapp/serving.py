@@ -44,6 +44,7 @@ class OneSendResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn ships no
     """
 
     sock: Any  # the connection's socket, set by gunicorn's __init__
+    headers_sent: bool
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -62,6 +63,7 @@ class OneSendResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn ships no
             super().send_headers()
             return
         self._head = self._framed(super().send_headers)
+        self.headers_sent = False  # gunicorn's send_headers said so, but the head is held
 
     def write(self, arg: bytes) -> None:
         super().write(arg)
