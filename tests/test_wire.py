@@ -107,7 +107,7 @@ def test_until_the_head_is_sent_headers_sent_is_false_and_the_app_may_still_repl
 
 def test_gunicorns_own_response_sends_a_small_body_apart_from_its_head():
     # Why webapp/serving.py exists: if gunicorn ever sends them together, it can go.
-    theirs = sends(wsgi.Response, request(), "200 OK", JSON, [b'{"id": 1, "x"}'])
+    theirs = sends(wsgi.Response, request(), "200 OK", JSON, [BODY])
 
     assert [part.endswith(b"\r\n\r\n") for part in theirs] == [True, False]
 
@@ -208,6 +208,7 @@ def test_the_json_of_a_user_and_of_a_page_of_users_arrives_in_one_tcp_segment(gu
         connection = Connection(gunicorn)
         status, _, body = connection.ask("GET", path, close=True)
         assert (status, connection.rest()) == (200, b"") and json.loads(body)
-        # Sent apart, head and body are two segments even on loopback (TCP_NODELAY).
+        # Sent apart, head and body are two segments even on loopback: gunicorn sets
+        # TCP_NODELAY on its listener, which its connections inherit.
         assert data_segments_in(connection.sock) == 1, path
         connection.close()
