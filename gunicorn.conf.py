@@ -94,10 +94,18 @@ def post_fork(server, worker):
         return
     from webapp.db import binds
 
-    app_binds = binds(server.app.wsgi())
-    replicas = app_binds.replicas.all if app_binds.replicas is not None else []
-    for engine in [app_binds.engine, *(replica.engine for replica in replicas)]:
+    for engine, _ in binds(server.app.wsgi()).engines:
         engine.dispose(close=False)
+
+
+def post_worker_init(worker):
+    """A response's head leaves with the start of its body, in one send: an instance
+    killed between the two would leave nginx a head it has passed on and cannot retry
+    (webapp/serving.py). In the worker, once the app is loaded, so the master imports
+    no more of the app than it did."""
+    from webapp import serving
+
+    serving.install()
 
 
 # -- Prometheus multiprocess mode ---------------------------------------------------

@@ -420,8 +420,9 @@ def test_one_instance_killed_under_load_fails_no_get_and_the_other_carries_on(cl
                     reply = client.get(path if n % 2 else "/api/users?per_page=10")
                 status = reply.status
             except http.client.IncompleteRead:
-                # The instance died between writing a response's headers and its body:
-                # nginx had passed the headers on, so it could not retry (docs/production.md).
+                # A head without its whole body. gunicorn sends these small answers' head
+                # and body in one call (webapp/serving.py), so a kill leaves nginx nothing,
+                # which it retries, or all of it: never seen, counted to say so if it were.
                 status = CUT
             with lock:
                 seen.append((method, status, time.monotonic()))
@@ -438,8 +439,7 @@ def test_one_instance_killed_under_load_fails_no_get_and_the_other_carries_on(cl
 
     gets = [status for method, status, _ in seen if method == "GET"]
     assert len(gets) > 100
-    assert set(gets) <= {200, CUT}  # refused and reset connections were retried on the other instance
-    assert gets.count(CUT) <= 2  # at most the responses in the very syscall-wide gap, if any
+    assert set(gets) == {200}  # refused, reset and empty connections were retried on the other instance
     after = [status for _, status, at in seen if at > killed[0] + 0.5]
     assert len(after) > 50 and set(after) <= {200, 201}  # the other instance answers everything
     posts = [status for method, status, _ in seen if method == "POST"]

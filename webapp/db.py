@@ -68,12 +68,18 @@ NO_CONTEXT = (
 class Binds:
     """What the sessions of one app connect to. `init_app` keeps one per app."""
 
-    def __init__(self, engine: Engine, replicas: Replicas | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine  # transactions: everything that may write
         # Reads of read-only requests: the same pool, no BEGIN/ROLLBACK around them.
         self.reads = autocommit_engine(engine)
-        self.replicas = replicas  # None: no DATABASE_REPLICA_URLS, the primary reads too
+        self.replicas: Replicas | None = None  # no DATABASE_REPLICA_URLS: the primary reads too
         self.override: Connection | None = None  # tests: every session joins this connection's transaction
+
+    @property
+    def engines(self) -> list[tuple[Engine, str]]:
+        """Every engine (pool) of the app, with its target: "primary" or "replica"."""
+        replicas = self.replicas.all if self.replicas is not None else []
+        return [(self.engine, "primary"), *((replica.engine, "replica") for replica in replicas)]
 
 
 class AppSession(OrmSession):
@@ -177,10 +183,10 @@ def _refuse_writes_when_read_only(session: AppSession, flush_context: Any, insta
 def init_app(app: Flask) -> None:
     """Build `app`'s engine, and remove each session when the context that opened it ends."""
     engine = create_engine_from_config(app.config, app.instance_path)
-    replicas = replicas_.from_config(app, engine)
-    app.extensions[_EXTENSION] = Binds(engine, replicas)
+    app_binds = app.extensions[_EXTENSION] = Binds(engine)
+    app_binds.replicas = replicas_.from_config(app, app_binds.reads)
     event.listen(engine, "commit", _commit_sent)
-    if replicas is not None:
+    if app_binds.replicas is not None:
         app.after_request(_stamp_writes)
     app.teardown_appcontext(remove_session)
     app.preprocess_request = _retry_once(app.preprocess_request)  # type: ignore[method-assign]

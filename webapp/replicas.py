@@ -76,7 +76,7 @@ class Replicas:
     """An app's replicas, checked in the background by a thread per process."""
 
     def __init__(self, primary: Engine, engines: list[Engine], max_lag: float, interval: float) -> None:
-        self.primary = autocommit_engine(primary)
+        self.primary = primary  # autocommit (Binds.reads): it is only asked where its WAL is
         self.max_lag = max_lag
         self.interval = interval
         self.all = []
@@ -208,7 +208,8 @@ def _check_forever(ref: "weakref.ref[Replicas]") -> None:
 
 
 def from_config(app: Flask, primary: Engine) -> Replicas | None:
-    """The replicas DATABASE_REPLICA_URLS names, or None when it names none."""
+    """The replicas DATABASE_REPLICA_URLS names, or None when it names none. `primary`
+    is the primary's autocommit engine (Binds.reads)."""
     urls = app.config["DATABASE_REPLICA_URLS"]
     if not urls:
         return None

@@ -88,9 +88,8 @@ def init_app(app: Flask) -> None:
     """Report `app`'s pool and sessions, and serve /metrics."""
     binds = db.binds(app)
     gauges = app.extensions[_EXTENSION] = PoolGauges(binds.engine, binds.replicas)
-    _count_statements(binds.engine, "primary")
-    for replica in binds.replicas.all if binds.replicas is not None else []:
-        _count_statements(replica.engine, "replica")
+    for engine, target in binds.engines:
+        _count_statements(engine, target)
     _refresher.watch(gauges)
     event.listen(gauges.engine, "engine_disposed", gauges.refresh)  # post_fork, preloaded app
     for observers, count in ((db.session_opened, _count_opened), (db.session_removing, _count_removed)):

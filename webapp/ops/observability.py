@@ -53,10 +53,7 @@ _current = threading.local()
 def init_app(app: Flask) -> None:
     """Time and count every request of `app` and the statements it sends."""
     binds = db.binds(app)
-    engines = [(binds.engine, "primary")]
-    if binds.replicas is not None:
-        engines += [(replica.engine, "replica") for replica in binds.replicas.all]
-    for engine, target in engines:
+    for engine, target in binds.engines:
         started = _statement_started if binds.replicas is None else _statement_started_on(target)
         event.listen(engine, "before_cursor_execute", started)
         event.listen(engine, "after_cursor_execute", _statement_ended)
