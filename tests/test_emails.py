@@ -107,7 +107,7 @@ _PIECES = st.one_of(
     st.sampled_from(["xn--", "ab--c", "-a", "a-", "0", "a.", ".a"]),
     st.integers(60, 66).map(lambda n: "a" * n),
 )
-_ODD = st.text(alphabet="ab0-.@\"[] éｘÜ\u0308+!~", max_size=12)
+_ODD = st.text(alphabet='ab0-.@"[] éｘÜ\u0308+!~', max_size=12)
 EDGES = st.builds(
     lambda local, labels, tail: f"{local}@{'.'.join(labels)}{tail}",
     st.one_of(_PIECES, _ODD),
