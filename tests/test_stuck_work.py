@@ -77,10 +77,13 @@ def test_a_statement_over_the_limit_is_a_503_and_the_worker_is_free_again(serve,
 SLACK = 1.5  # a loaded machine's scheduling, and the request's own work
 
 
-def test_the_statement_deadline_is_a_margin_past_the_servers_timeout_unless_set(make_app):
-    assert deadline.deadline_seconds({"DB_STATEMENT_TIMEOUT": 15.0, "DB_STATEMENT_DEADLINE": None}) == 17.0
-    assert deadline.deadline_seconds({"DB_STATEMENT_TIMEOUT": 15.0, "DB_STATEMENT_DEADLINE": 27.0}) == 27.0
-    assert make_app().config["DB_STATEMENT_DEADLINE"] is None  # the default: the margin
+def test_the_statement_deadline_is_a_margin_past_the_servers_timeout_unless_set(make_app, cluster_database):
+    by_default = deadline.of(get_engine(make_app(DATABASE_URL=cluster_database, DB_STATEMENT_TIMEOUT=5)))
+    configured = deadline.of(get_engine(make_app(DATABASE_URL=cluster_database, DB_STATEMENT_DEADLINE=27)))
+
+    assert by_default is not None and by_default.seconds == 5 + deadline.MARGIN
+    assert configured is not None and configured.seconds == 27
+    assert deadline.of(get_engine(make_app())) is None  # SQLite runs in the process: nothing to wait for
 
 
 def test_a_statement_past_its_deadline_is_cut_off_as_a_503_and_not_run_again(make_app, cluster_database):
@@ -124,3 +127,20 @@ def test_statements_under_the_deadline_are_left_alone_however_long_the_request(m
     assert response.status_code == 200
     assert time.monotonic() - started >= 1.8  # the request outlived the deadline; no statement did
     assert len(set(response.get_json()["pids"])) == 1  # one connection throughout, never cut
+
+
+def test_the_watchdog_shuts_down_only_a_connection_still_waiting_for_the_same_statement(make_app, cluster_database):
+    engine = get_engine(make_app(DATABASE_URL=cluster_database))
+    watched = deadline.Watch(seconds=1, ping_seconds=1)
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        long_ago = time.perf_counter() - 5  # a statement sent long ago, answered since...
+        watched.waiting[raw] = just_now = time.perf_counter()  # ...and the connection's next one
+
+        assert watched.overdue(just_now + 0.5) == []
+        assert not watched.shut_down(raw, long_ago)  # what was overdue has ended: hands off
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+        assert watched.overdue(just_now + 1.5) == [(raw, just_now)]
+        assert watched.shut_down(raw, just_now)
+        with pytest.raises(OperationalError):
+            connection.exec_driver_sql("SELECT 1")
