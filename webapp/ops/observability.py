@@ -118,7 +118,7 @@ def _statement_listeners(target: str | None, watched: deadline.Watch | None) -> 
     its request; with replicas, `target` says where it went; on PostgreSQL, `watched`
     is told what the connection waits for (the deadline's watchdog reads it)."""
     waiting = watched.waiting if watched is not None else None
-    lock = deadline.lock
+    acquire, release = deadline.lock.acquire, deadline.lock.release  # half the cost of `with`, per statement
 
     def started(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         now = time.perf_counter()
@@ -137,8 +137,11 @@ def _statement_listeners(target: str | None, watched: deadline.Watch | None) -> 
 
     def ended(conn: Any, cursor: Any, *args: Any) -> None:
         if waiting is not None:
-            with lock:  # after this the connection may go back to the pool: see deadline.py
+            acquire()  # after this the connection may go back to the pool: see deadline.py
+            try:
                 waiting.pop(cursor.connection, None)
+            finally:
+                release()
         stats = getattr(_current, "stats", None)
         if stats is not None and stats.statement_started:
             stats.db_seconds += time.perf_counter() - stats.statement_started
