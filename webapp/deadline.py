@@ -84,6 +84,7 @@ class Watch:
 
 
 lock = threading.Lock()
+_registry = threading.Lock()  # for the two below, and the watchdog's start
 _watches: "weakref.WeakSet[Watch]" = weakref.WeakSet()
 _by_engine: "weakref.WeakKeyDictionary[Engine, Watch]" = weakref.WeakKeyDictionary()
 
@@ -103,14 +104,16 @@ def watch(engine: Engine, seconds: float, ping_seconds: float) -> Watch:
     dialect.do_ping = _waiting_on(dialect.do_ping, watched, head_start=watched.ping_head_start)  # type: ignore[method-assign]
     event.listen(engine, "handle_error", _on_error(watched))
     event.listen(engine, "connect", _start_once)
-    _watches.add(watched)
-    _by_engine[engine] = watched
+    with _registry:
+        _watches.add(watched)
+        _by_engine[engine] = watched
     return watched
 
 
 def of(engine: Engine) -> Watch | None:
     """The Watch of `engine`, None when it has none (SQLite)."""
-    return _by_engine.get(engine)
+    with _registry:
+        return _by_engine.get(engine)
 
 
 def _waiting_on(operation: Any, watched: Watch, head_start: float = 0.0, only_in_transaction: bool = False) -> Any:
@@ -161,7 +164,6 @@ def _driver_connection(context: ExceptionContext) -> Any:
 # -- the watchdog: one thread per process, started with its first connection ---------
 
 _thread_pid: int | None = None
-_starting = threading.Lock()
 
 
 def _start_once(*args: Any) -> None:
@@ -169,7 +171,7 @@ def _start_once(*args: Any) -> None:
     pid = os.getpid()
     if _thread_pid == pid:
         return
-    with _starting:
+    with _registry:
         if _thread_pid != pid:
             threading.Thread(target=_watch_forever, name="statement-deadline", daemon=True).start()
             _thread_pid = pid
@@ -180,26 +182,36 @@ def _watch_forever() -> None:
         time.sleep(TICK)
         try:
             now = time.perf_counter()
-            for watched in list(_watches):
+            with _registry:
+                watches = list(_watches)
+            for watched in watches:
                 for connection, since in watched.overdue(now):
                     if watched.shut_down(connection, since):
                         log.warning(
-                            "no answer from PostgreSQL %.1f s after a statement, COMMIT or ping "
-                            "(the deadline is %.1f s): the link is taken for gone, the connection shut down",
-                            now - since,
+                            "no answer from PostgreSQL past the deadline (%.1f s; a ping's: %.1f s): "
+                            "the link is taken for gone, the connection shut down",
                             watched.seconds,
+                            watched.seconds - watched.ping_head_start,
                         )
         except Exception:  # the watchdog must outlive any surprise
             log.exception("statement deadline check failed")
 
 
 # A fork must not copy the lock while the watchdog holds it, nor the parent's waits.
-def _after_fork_in_child() -> None:
-    global _starting
+def _before_fork() -> None:
+    _registry.acquire()
+    lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
     lock.release()
-    _starting = threading.Lock()
+    _registry.release()
+
+
+def _after_fork_in_child() -> None:
     for watched in list(_watches):
         watched.waiting.clear()
+    _after_fork_in_parent()
 
 
-os.register_at_fork(before=lock.acquire, after_in_parent=lock.release, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
