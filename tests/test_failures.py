@@ -18,9 +18,10 @@ from sqlalchemy import create_engine, make_url, text
 
 from webapp import deadline
 from webapp.db import Session, get_engine
+from webapp.domain.models import User
 
 from faultproxy import FaultProxy
-from helpers import app_backends, signed_in, users_table_held
+from helpers import app_backends, assert_problem, signed_in, users_table_held
 from server import run_clients, wait_for
 
 POOL_TIMEOUT = 2
@@ -342,6 +343,34 @@ def test_requests_in_flight_when_the_link_black_holes_are_503s_at_the_deadline_t
     assert server.post("/api/users", {"name": "F", "email": "after@x.com"}).status == 201
     users, inserts = users_and_their_inserts(cluster_database, "flight")
     assert users == set() and inserts == []  # the server rolled back what the writes had begun
+
+
+def test_a_commit_sent_into_a_black_holed_link_is_a_503_at_the_deadline_and_lands_nothing(
+    make_app, proxy, cluster_database
+):
+    app = signed_in(make_app(DATABASE_URL=proxy.url, DB_STATEMENT_TIMEOUT=1))
+    deadline_seconds = 1 + deadline.MARGIN
+
+    @app.post("/api/commit-into-the-void")
+    def commit_into_the_void():
+        session = Session()
+        session.add(User(name="V", email="void@x.com"))
+        session.flush()  # the row is written, inside the transaction...
+        proxy.blackhole()  # ...and the link goes silent before the COMMIT
+        session.commit()
+        return jsonify(committed=True)
+
+    client = app.test_client()
+    started = time.monotonic()
+    response = client.post("/api/commit-into-the-void")
+    seconds = time.monotonic() - started
+    proxy.blackhole(False)
+
+    assert_problem(response, 503)
+    assert deadline_seconds <= seconds < deadline_seconds + deadline.TICK + SLACK
+    assert client.get("/api/users").status_code == 200  # a new connection, the link back
+    users, inserts = users_and_their_inserts(cluster_database, "void")
+    assert users == set() and inserts == []  # the server rolled the transaction back
 
 
 def test_a_link_black_holed_under_idle_pooled_connections_is_503s_within_two_connect_timeouts(
