@@ -89,6 +89,11 @@ class Config:
     DB_STATEMENT_TIMEOUT = 15.0
     # ...and a session idle inside a transaction this long is closed.
     DB_IDLE_IN_TRANSACTION_TIMEOUT = 30.0
+    # A statement with no answer a little past DB_STATEMENT_TIMEOUT will never get
+    # one (the server would have cancelled it): the link has gone silent, and the
+    # app gives the connection up (webapp/deadline.py). None: DB_STATEMENT_TIMEOUT
+    # + 2 s. Behind PgBouncer, add its query_wait_timeout.
+    DB_STATEMENT_DEADLINE: float | None = None
     # A PostgreSQL connection idle in the pool this long is pinged before use; under
     # load none is, which saves a round trip per request. 0: ping every checkout
     # (pool_pre_ping). A connection that dies under a request anyway costs that
@@ -172,6 +177,7 @@ ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "DB_POOL_RECYCLE": _positive_int,
     "DB_CONNECT_TIMEOUT": _positive_int,
     "DB_STATEMENT_TIMEOUT": _seconds,
+    "DB_STATEMENT_DEADLINE": _seconds,
     "DB_IDLE_IN_TRANSACTION_TIMEOUT": _seconds,
     "DB_PING_AFTER_IDLE": _non_negative_seconds,
     "MAX_CONTENT_LENGTH": _positive_int,

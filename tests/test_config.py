@@ -43,6 +43,7 @@ def test_the_callers_overrides_win_over_the_environment(make_app, monkeypatch, t
         ("DB_POOL_SIZE", "0"),
         ("GUNICORN_THREADS", "-1"),
         ("DB_STATEMENT_TIMEOUT", "0"),
+        ("DB_STATEMENT_DEADLINE", "-5"),
         ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "later"),
         ("DB_PING_AFTER_IDLE", "-1"),
     ],

@@ -16,10 +16,12 @@ import pytest
 from flask import jsonify
 from sqlalchemy import create_engine, make_url, text
 
+from webapp import deadline
 from webapp.db import Session, get_engine
+from webapp.domain.models import User
 
 from faultproxy import FaultProxy
-from helpers import app_backends, signed_in, users_table_held
+from helpers import app_backends, assert_problem, signed_in, users_table_held
 from server import run_clients, wait_for
 
 POOL_TIMEOUT = 2
@@ -291,6 +293,123 @@ def test_a_black_holed_database_is_a_quick_503_for_every_request_then_heals_by_i
     assert server.post("/api/users", {"name": "B", "email": "after@x.com"}).status == 201
     users, inserts = users_and_their_inserts(cluster_database, "bh")
     assert users == set() and inserts == []  # the refused writes left nothing
+
+
+# The pooled connections were cut above, so only new connections were tried. A
+# statement already sent when the link goes silent has its own bound: the deadline.
+
+STATEMENT_TIMEOUT = 3  # the server's; room enough to see every request wait on the lock
+STATEMENT_DEADLINE = STATEMENT_TIMEOUT + deadline.MARGIN
+# Requests sent at once: as many as one worker has threads, so that none waits for
+# a thread (gunicorn's workers share requests unevenly) and each timing is its own.
+THREADS = 4
+
+
+def lock_waiters(database_url: str) -> int:
+    return len([b for b in app_backends(database_url) if b["wait_event_type"] == "Lock"])
+
+
+def test_requests_in_flight_when_the_link_black_holes_are_503s_at_the_deadline_then_heal(
+    serve, proxy, cluster_database
+):
+    server = serve(proxy.url, DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT), DB_STATEMENT_TIMEOUT=str(STATEMENT_TIMEOUT))
+    user = server.post("/api/users", {"name": "F", "email": "read-me@x.com"}).json()["id"]
+    replies = []
+    senders = [
+        threading.Thread(
+            target=lambda n=n: replies.append(
+                server.post("/api/users", {"name": "F", "email": f"flight{n}@x.com"})
+                if n % 2
+                else server.get(f"/api/users/{user}")
+            )
+        )
+        for n in range(THREADS)
+    ]
+    with users_table_held(cluster_database):  # each request's statement is sent, and waits
+        for sender in senders:
+            sender.start()
+        wait_for(lambda: lock_waiters(cluster_database) >= THREADS)
+        proxy.blackhole()
+    # The lock is gone: the server answers, into the void; the writes wait for a COMMIT.
+    for sender in senders:
+        sender.join(timeout=60)
+    proxy.blackhole(False)
+
+    assert len(replies) == THREADS and all(is_problem_503(reply) for reply in replies)
+    # At the deadline, and not run again (a second try would need a new connection first).
+    assert all(STATEMENT_DEADLINE <= reply.seconds < STATEMENT_DEADLINE + deadline.TICK + SLACK for reply in replies)
+    assert "the link is taken for gone" in server.output() and " again: " not in server.output()
+    wait_for(lambda: server.get("/api/users").status == 200, seconds=10)  # healed, without a restart
+    assert server.post("/api/users", {"name": "F", "email": "after@x.com"}).status == 201
+    users, inserts = users_and_their_inserts(cluster_database, "flight")
+    assert users == set() and inserts == []  # the server rolled back what the writes had begun
+
+
+def test_a_commit_sent_into_a_black_holed_link_is_a_503_at_the_deadline_and_lands_nothing(
+    make_app, proxy, cluster_database
+):
+    app = signed_in(make_app(DATABASE_URL=proxy.url, DB_STATEMENT_TIMEOUT=1))
+    deadline_seconds = 1 + deadline.MARGIN
+
+    @app.post("/api/commit-into-the-void")
+    def commit_into_the_void():
+        session = Session()
+        session.add(User(name="V", email="void@x.com"))
+        session.flush()  # the row is written, inside the transaction...
+        proxy.blackhole()  # ...and the link goes silent before the COMMIT
+        session.commit()
+        return jsonify(committed=True)
+
+    client = app.test_client()
+    started = time.monotonic()
+    response = client.post("/api/commit-into-the-void")
+    seconds = time.monotonic() - started
+    proxy.blackhole(False)
+
+    assert_problem(response, 503)
+    assert deadline_seconds <= seconds < deadline_seconds + deadline.TICK + SLACK
+    assert client.get("/api/users").status_code == 200  # a new connection, the link back
+    users, inserts = users_and_their_inserts(cluster_database, "void")
+    assert users == set() and inserts == []  # the server rolled the transaction back
+
+
+def test_a_link_black_holed_under_idle_pooled_connections_is_503s_within_two_connect_timeouts(
+    serve, proxy, cluster_database
+):
+    server = serve(proxy.url, DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT), DB_POOL_TIMEOUT="1")
+    warm = [threading.Thread(target=lambda: server.get("/api/users")) for _ in range(8)]
+    for thread in warm:  # connections in both workers' pools
+        thread.start()
+    for thread in warm:
+        thread.join(timeout=30)
+    proxy.blackhole()  # not cut: the pooled connections look alive...
+    time.sleep(1.5)  # ...and have been idle long enough to be pinged first (DB_PING_AFTER_IDLE)
+
+    replies = []
+    senders = [
+        threading.Thread(
+            target=lambda n=n: replies.append(
+                server.post("/api/users", {"name": "P", "email": f"ping{n}@x.com"})
+                if n % 2
+                else server.get("/api/users")
+            )
+        )
+        for n in range(THREADS)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(timeout=60)
+    proxy.blackhole(False)
+
+    # A ping waits DB_CONNECT_TIMEOUT at most, like the new connection that replaces it.
+    assert len(replies) == THREADS and all(is_problem_503(reply) for reply in replies)
+    assert max(reply.seconds for reply in replies) < 2 * CONNECT_TIMEOUT + deadline.TICK + SLACK
+    assert "the link is taken for gone" in server.output()
+    wait_for(lambda: server.get("/api/users").status == 200, seconds=10)
+    assert server.post("/api/users", {"name": "P", "email": "after@x.com"}).status == 201
+    users, inserts = users_and_their_inserts(cluster_database, "ping")
+    assert users == set() and inserts == []
 
 
 # -- reloads and recycled workers under load -------------------------------------------------

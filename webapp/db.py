@@ -16,7 +16,8 @@ Two choices of bind make a request cheaper without changing what it means:
 requests with a safe method (GET, HEAD, OPTIONS) read on an autocommit
 connection, no BEGIN and no ROLLBACK around their statements; and a request that
 lost its connection before it sent a COMMIT, or whose transaction PostgreSQL
-aborted to break a deadlock, is run once more (`_retry_once`).
+aborted to break a deadlock, is run once more (`_retry_once`), unless the link
+went silent past the statement deadline (webapp/deadline.py).
 README.md, "The session lifecycle", has the why.
 
 With read replicas (webapp/replicas.py) such a request reads on one healthy
@@ -39,6 +40,7 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from sqlalchemy.util import ScopedRegistry
 
 from . import replicas as replicas_
+from .deadline import StatementDeadlinePassed
 from .engine import autocommit_engine, create_engine_from_config
 from .replicas import Replica, Replicas
 
@@ -282,6 +284,9 @@ _LOST_A_RACE = frozenset({"40P01", "40001"})
 def _may_run_again(error: DBAPIError) -> bool:
     return (
         (error.connection_invalidated or getattr(error.orig, "pgcode", None) in _LOST_A_RACE)
+        # A link that stayed silent past the deadline would most likely stay silent
+        # again, and the client has waited long enough: a 503 now.
+        and not isinstance(error, StatementDeadlinePassed)
         and _RETRIED not in g
         and _COMMIT_SENT not in g
         and request.mimetype in _REPLAYABLE_BODIES

@@ -1,7 +1,8 @@
 """Engines: built from config, with the options their backend needs.
 
 PostgreSQL URLs are pinned to psycopg2; PostgreSQL connections carry server-side
-timeouts, and a connection that sat idle in the pool is pinged before use; SQLite
+timeouts and the client-side deadline that backs them (webapp/deadline.py), and a
+connection that sat idle in the pool is pinged before use; SQLite
 gets WAL, a busy timeout, foreign keys and transactions we begin ourselves (BEGIN
 IMMEDIATE). `autocommit_engine` gives the same pool without transactions, for
 requests that only read. webapp.db builds them in init_app and owns everything
@@ -18,6 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
+
+from . import deadline
 
 # An execution option of ours: begin no transaction (autocommit_engine).
 _NO_BEGIN = "webapp_no_begin"
@@ -96,6 +99,8 @@ def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Eng
         _configure_sqlite(engine, config["SQLITE_BUSY_TIMEOUT_MS"])
     elif url.get_backend_name() == "postgresql":
         _configure_postgresql(engine, config["DB_PING_AFTER_IDLE"])
+        # A link gone silent under a statement would hold its thread forever.
+        deadline.watch(engine, deadline.deadline_seconds(config), ping_seconds=config["DB_CONNECT_TIMEOUT"])
     return engine
 
 

@@ -6,7 +6,9 @@
   configured, `desc="<n> queries on replica"` (or `on primary`) names where they went;
 * one log line, on the `webapp.requests` logger: request id, method, path, status,
   duration and query count, so that a client's report can be found in the logs;
-* the request counter and latency histogram of metrics.py.
+* the request counter and latency histogram of metrics.py;
+* and, on PostgreSQL, what each connection waits for, for the statement deadline
+  (deadline.py): the same two listeners that time the statements record it.
 
 All of it is one WSGI middleware around the Flask app rather than Flask hooks: it
 sees every request, those Flask refuses before any hook runs included, and costs a
@@ -26,12 +28,13 @@ from urllib.parse import quote
 from flask import Flask, has_request_context, request
 from sqlalchemy import event
 
-from .. import db, replicas
+from .. import db, deadline, replicas
 from . import metrics, request_id
 
 log = logging.getLogger("webapp.requests")
 
 StartResponse = Callable[..., Any]
+Listener = Callable[..., None]
 
 
 @dataclass
@@ -54,9 +57,9 @@ def init_app(app: Flask) -> None:
     """Time and count every request of `app` and the statements it sends."""
     binds = db.binds(app)
     for engine, target in binds.engines:
-        started = _statement_started if binds.replicas is None else _statement_started_on(target)
+        started, ended = _statement_listeners(target if binds.replicas is not None else None, deadline.of(engine))
         event.listen(engine, "before_cursor_execute", started)
-        event.listen(engine, "after_cursor_execute", _statement_ended)
+        event.listen(engine, "after_cursor_execute", ended)
         event.listen(engine, "handle_error", _statement_ended)  # a failed statement took time too
     app.wsgi_app = RequestReport(app.wsgi_app)  # type: ignore[method-assign]
 
@@ -107,25 +110,41 @@ class RequestReport:
             )
 
 
-def _statement_started(*args: Any) -> None:
-    stats = getattr(_current, "stats", None)
-    if stats is not None:
-        stats.queries += 1
-        stats.statement_started = time.perf_counter()
+def _statement_listeners(target: str | None, watched: deadline.Watch | None) -> tuple[Listener, Listener]:
+    """before/after_cursor_execute for one engine: each statement counted and timed for
+    its request; with replicas, `target` says where it went; on PostgreSQL, `watched`
+    is told what the connection waits for (the deadline's watchdog reads it)."""
+    waiting = watched.waiting if watched is not None else None
+    acquire, release = deadline.lock.acquire, deadline.lock.release  # half the cost of `with`, per statement
 
-
-def _statement_started_on(target: str) -> Callable[..., None]:
     def started(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if context.execution_options.get(replicas.CHECK):
+        now = time.perf_counter()
+        if waiting is not None:
+            waiting[cursor.connection] = now
+        if target is not None and context.execution_options.get(replicas.CHECK):
             return  # the replica checker's own statements belong to no request
-        _statement_started()
         stats = getattr(_current, "stats", None)
         if stats is not None:
-            if stats.targets is None:
-                stats.targets = set()
-            stats.targets.add(target)
+            stats.queries += 1
+            stats.statement_started = now
+            if target is not None:
+                if stats.targets is None:
+                    stats.targets = set()
+                stats.targets.add(target)
 
-    return started
+    def ended(conn: Any, cursor: Any, *args: Any) -> None:
+        if waiting is not None:
+            acquire()  # after this the connection may go back to the pool: see deadline.py
+            try:
+                waiting.pop(cursor.connection, None)
+            finally:
+                release()
+        stats = getattr(_current, "stats", None)
+        if stats is not None and stats.statement_started:
+            stats.db_seconds += time.perf_counter() - stats.statement_started
+            stats.statement_started = 0.0
+
+    return started, ended
 
 
 def _statement_ended(*args: Any) -> None:
