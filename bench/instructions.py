@@ -1,0 +1,157 @@
+"""`make bench-instructions`: CPU instructions per request, counted, not timed.
+
+Requests/s on a shared 2-core machine move by 15% between rounds; the number of
+instructions a request executes does not. This runs the same requests as
+`make bench` straight through each server's WSGI callable (the app, the
+Flask-SQLAlchemy peer, the floor; no gunicorn, no network), under valgrind's
+callgrind, once with N requests and once with none, and prints the difference
+divided by N: what one request costs in the server's own process, the database's
+work excluded. The same binary, inputs and environment give the same count
+whatever else the machine is doing.
+
+    python bench/instructions.py [--server URL] [--requests N] [--only pg|sqlite]
+"""
+
+import argparse
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import harness
+from harness import log
+
+SERVERS = {"app": "wsgi", "fsa": "bench.fsa_peer", "floor": "bench.floor"}
+SCENARIOS = ["get-by-id", "list page (cursor)", "create"]
+WARM_UP = 50
+
+
+def requests_for(scenario: str, count: int, low: int, high: int, token: str) -> list[dict]:
+    from werkzeug.test import EnvironBuilder
+
+    salt = int.from_bytes(os.urandom(4), "big")  # every run creates new emails
+    built = []
+    for n in range(count):
+        body = None
+        if scenario == "get-by-id":
+            path = f"/api/users/{random.randint(low, high)}"
+        elif scenario == "list page (cursor)":
+            path = f"/api/users?per_page=20&cursor={harness.cursor(random.randint(low, high) - 1)}"
+        else:
+            path, body = "/api/users", {"name": "Counted", "email": f"counted{salt}-{n}@example.com"}
+        data = json.dumps(body).encode() if body is not None else b""
+        environ = EnvironBuilder(
+            path=path,
+            method="POST" if body is not None else "GET",
+            data=data,
+            content_type="application/json" if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Host": "127.0.0.1:8000"},
+        ).get_environ()
+        built.append((environ, data))
+    return built
+
+
+def serve(app, requests: list) -> None:
+    for environ, data in requests:
+        statuses = []
+        body = app({**environ, "wsgi.input": io.BytesIO(data)}, lambda s, h, e=None: statuses.append(s))
+        for _ in body:
+            pass
+        getattr(body, "close", lambda: None)()
+        if not statuses[0].startswith(("200", "201")):
+            raise SystemExit(f"{environ['PATH_INFO']}: {statuses[0]}")
+
+
+def child(server: str, scenario: str, count: int) -> None:
+    """Inside valgrind: import the server, warm it up, serve `count` requests."""
+    sys.path.insert(0, str(harness.ROOT))
+    low, high = (int(x) for x in os.environ["BENCH_IDS"].split(","))
+    token = os.environ["BENCH_TOKEN"]
+    app = __import__(SERVERS[server], fromlist=["app"]).app
+    serve(app, requests_for(scenario, WARM_UP, low, high, token))
+    serve(app, requests_for(scenario, count, low, high, token))
+
+
+def counted(server: str, scenario: str, count: int, env: dict) -> int:
+    """Instructions callgrind counted for one child run."""
+    finished = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__]
+        + ["--child", server, scenario, str(count)],
+        cwd=harness.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"Collected : (\d+)", finished.stderr)
+    if finished.returncode != 0 or not found:
+        raise RuntimeError(f"{server} {scenario}: {finished.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def measure(url: str, names: list[str], scenarios: list[str], count: int) -> dict[str, dict[str, int]]:
+    low, high = harness.id_range(url)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "APP_ENV": "production",
+        "SECRET_KEY": "counted",
+        "GUNICORN_THREADS": harness.GUNICORN_ENV["GUNICORN_THREADS"],
+        "BENCH_IDS": f"{low},{high}",
+        "BENCH_TOKEN": harness.api_token(url),
+        "PYTHONHASHSEED": "0",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    results: dict[str, dict[str, int]] = {}
+    for scenario in scenarios:
+        for name in names:
+            per_request = (counted(name, scenario, count, env) - counted(name, scenario, 0, env)) // count
+            results.setdefault(scenario, {})[name] = per_request
+            log(f"{scenario:20} {name:6} {per_request:>10,} instructions/request")
+    return results
+
+
+def report(title: str, results: dict[str, dict[str, int]], names: list[str]) -> None:
+    headers = ["scenario", *(f"{name} instructions" for name in names), *(f"app/{name}" for name in names[1:])]
+    rows = []
+    for scenario, by_server in results.items():
+        row = [scenario, *(f"{by_server[name] / 1e6:.2f}M" for name in names)]
+        row += [f"{by_server['app'] / by_server[name]:.2f}" for name in names[1:]]
+        rows.append(row)
+    print(f"\n{title}\n")
+    print(harness.table(headers, rows))
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", default=harness.DEFAULT_SERVER, help="PostgreSQL server for the scratch database")
+    parser.add_argument("--requests", type=int, default=300, help="requests counted per server and scenario")
+    parser.add_argument("--only", choices=["pg", "sqlite"], help="one backend only")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is needed: apt-get install valgrind")
+    random.seed(1)
+    if args.only != "sqlite":
+        with harness.scratch_database(args.server) as url:
+            harness.flask_cli(url, "db", "upgrade")
+            harness.seed(url, 10_000)
+            report("PostgreSQL, in-process, instructions per request", measure(url, [*SERVERS], SCENARIOS, args.requests), [*SERVERS])
+    if args.only != "pg":
+        with harness.tempdir() as work:
+            url = f"sqlite:///{Path(work) / 'bench.sqlite3'}"
+            harness.flask_cli(url, "db", "upgrade")
+            harness.flask_cli(url, "seed-users", "10000")
+            names = ["app", "fsa"]  # the floor speaks psycopg2 only
+            report("SQLite, in-process, instructions per request", measure(url, names, ["get-by-id", "create"], args.requests), names)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
