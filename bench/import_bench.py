@@ -98,7 +98,7 @@ def naive(app, rows: int) -> float:
 
 def empty(app) -> None:
     with get_engine(app).begin() as connection:
-        connection.exec_driver_sql("TRUNCATE users, audit_log")
+        connection.exec_driver_sql("TRUNCATE users, audit_log CASCADE")
 
 
 def peak_memory_mb(url: str, path: Path) -> float:
