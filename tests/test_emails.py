@@ -2,6 +2,8 @@
 lower-case, IDNA domain), with RFC 5321's lengths, by the API, the forms, the import
 and sign-in alike (webapp/domain/emails.py, used by the schema)."""
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -130,3 +132,71 @@ def test_the_openapi_document_says_what_the_server_accepts(client):
 
     assert schema["format"] == "idn-email" and schema["maxLength"] == 254
     assert "64 bytes" in schema["description"] and "IDNA" in schema["description"]
+
+
+def outcome(address: str, remembered: bool) -> tuple[str, str]:
+    """What canonical says of `address`, its domain remembered from another address
+    or not: ("stored", form) or ("refused", message)."""
+    emails._DOMAINS.clear()
+    if remembered:
+        domain = address.rpartition("@")[2]
+        for warm_up in (f"x@{domain}", f"x@{domain.strip().lower()}"):
+            with contextlib.suppress(emails.InvalidEmail):
+                emails.canonical(warm_up)
+    try:
+        return "stored", emails.canonical(address)
+    except emails.InvalidEmail as error:
+        return "refused", str(error)
+
+
+# At the limits the shortcut must not decide: 254 bytes in all, 64 before the @, the
+# domain's IDNA form longer than its Unicode one, labels of 63, and what is not plain.
+LIMITS = [
+    "a" * 64 + "@" + ".".join(["b" * 62] * 3) + ".example.com",
+    "a" * 63 + "@" + ".".join(["b" * 62] * 3) + ".example.com",
+    "a" * 60 + "@" + ".".join(["b" * 62] * 3) + ".example.com",
+    "a" * 65 + "@example.com",
+    "a" * 64 + "@example.com",
+    "ada@" + "b" * 63 + ".com",
+    "ada@" + "b" * 64 + ".com",
+    "a" * 200 + "@xn--bcher-kva.de",
+    "a" * 64 + "@" + ".".join(["xn--bcher-kva"] * 16) + ".de",
+    "ada@xn--bcher-kva.de",
+    "ada@xn--bcher.de",
+    "ada@ab--cd.example.com",
+    "ada@-example.com",
+    "ada@example-.com",
+    "ada@example.com.",
+    "ada@localhost",
+    "ada@example.invalid",
+    "Ada@Example.COM",
+    " ada@example.com ",
+    "ada..king@example.com",
+    ".ada@example.com",
+    "ada.@example.com",
+    "a!#$%&'*+-/=?^_`{|}~@example.com",
+    '"ada"@example.com',
+    "Ada <ada@example.com>",
+    "ada@@example.com",
+    "ada@example..com",
+    "postmaster@example.com",
+]
+
+
+@pytest.mark.parametrize("address", LIMITS)
+def test_a_remembered_domain_changes_no_answer_at_the_limits(address):
+    assert outcome(address, remembered=True) == outcome(address, remembered=False)
+
+
+@settings(BOUNDED, max_examples=300)
+@given(address=st.emails() | st.text(max_size=80).map(lambda text: text + "@example.com") | st.text(max_size=80))
+def test_a_remembered_domain_changes_no_answer(address):
+    assert outcome(address, remembered=True) == outcome(address, remembered=False)
+
+
+def test_the_remembered_domains_are_bounded(monkeypatch):
+    monkeypatch.setattr(emails, "_DOMAINS", {})
+    for n in range(3 * emails._MAX_DOMAINS):
+        assert emails.canonical(f"ada@d{n}.example.com") == f"ada@d{n}.example.com"
+
+    assert 0 < len(emails._DOMAINS) <= emails._MAX_DOMAINS

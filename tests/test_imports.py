@@ -6,16 +6,20 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError, post_load
 from sqlalchemy import select, update
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from webapp import db
-from webapp.bulk import imports, reports
+from webapp.bulk import imports, reports, validation
 from webapp.bulk.imports import BATCH_SIZE
 from webapp.domain.models import User, import_reports_table
+from webapp.domain.schemas import UserSchema, user_schema
 
-from helpers import assert_problem
+from helpers import BOUNDED, assert_problem
 
 HEADER = "name,email\n"
 
@@ -89,7 +93,35 @@ def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
         report = imports.import_users(imports.read_csv(io.BytesIO(csv_body(*rows))), "partial", batch_size=2)
 
     assert report.created == 5
-    assert [(r.line, r.field) for r in report.rejected] == [(7, "email")]
+    assert [(r.line, r.field, r.message) for r in report.rejected] == [(7, "email", "Duplicate of line 3.")]
+
+
+def loaded(load, item):
+    try:
+        return "loaded", load(item)
+    except ValidationError as error:
+        return "refused", error.messages
+
+
+@settings(BOUNDED, max_examples=300)
+@given(
+    item=st.fixed_dictionaries({"name": st.text(max_size=110), "email": st.emails() | st.text(max_size=30)})
+    | st.dictionaries(st.sampled_from(["name", "email", "role", "id"]), st.text(max_size=20) | st.integers())
+    | st.text(max_size=5)
+)
+def test_an_import_row_is_loaded_exactly_as_the_schema_loads_it(item):
+    assert loaded(validation.load_user, item) == loaded(user_schema.load, item)
+
+
+def test_a_schema_with_a_hook_is_loaded_by_load_itself():
+    class Hooked(UserSchema):
+        @post_load
+        def mark(self, fields, **kwargs):
+            return {**fields, "hooked": True}
+
+    load = validation.row_loader(Hooked(), ("name", "email"))
+
+    assert load({"name": "Ada", "email": "ada@example.com"})["hooked"] is True
 
 
 @pytest.mark.parametrize("tail", [b"", "Jos\u00e9,jose@example.com\n".encode("latin-1")], ids=["good", "unreadable"])
