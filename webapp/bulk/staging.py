@@ -27,6 +27,7 @@ The table lives in the import's transaction: created when it starts, dropped
 before the commit, gone with a rollback.
 """
 
+import re
 from collections.abc import Iterable
 from functools import cache
 
@@ -59,6 +60,7 @@ _LOCK_BUCKETS = text(
 # COPY's text format gives these a meaning; the schema lets none of them but the
 # backslash into a name or an email, and the backslash is doubled.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NEEDS_ESCAPE = re.compile(r"[\\\r]")
 
 staged = Table(
     "import_staged_rows",
@@ -113,6 +115,11 @@ class _CopyText:
     def read(self, size: int = -1) -> str:
         block = self.rows[self.position : self.position + self.ROWS_PER_READ]
         self.position += len(block)
+        text = "".join(f"{line}\t{name}\t{email}\n" for line, name, email in block)
+        # Only the tabs and newlines put in above, no backslash or carriage return: as
+        # good as escaped, found by three C loops instead of translate() per value.
+        if text.count("\t") == 2 * len(block) and text.count("\n") == len(block) and not _NEEDS_ESCAPE.search(text):
+            return text
         escapes = _COPY_ESCAPES
         return "".join(
             f"{line}\t{name.translate(escapes)}\t{email.translate(escapes)}\n" for line, name, email in block
