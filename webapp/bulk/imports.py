@@ -233,7 +233,7 @@ def _insert_or_split(lines: list[int], report: ImportReport) -> None:
     rejected alone: a dozen rounds for one bad row in a batch of 5,000."""
     try:
         with Session().begin_nested():
-            taken = inserts.insert_staged(Session(), lines[0], lines[-1])
+            taken = inserts.insert_staged(Session(), lines)
     except IntegrityError:
         if len(lines) == 1:
             report.reject(lines[0], "_row", REFUSED)

@@ -80,10 +80,11 @@ def _audit_rows(dialect: str) -> Executable:
     return audit.inserted(dialect, json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)]))
 
 
-def insert_staged(session: OrmSession, first: int, last: int) -> list[int]:
-    """Move the staged rows of lines `first` to `last` into users, in line order, with
-    their history; return the lines not moved because their email was taken since
-    they were staged (by a concurrent writer, which ON CONFLICT waits for).
+def insert_staged(session: OrmSession, lines: list[int]) -> list[int]:
+    """Move the staged rows of `lines` (in order, and all the stage holds from the
+    first to the last) into users, in line order, with their history; return the
+    lines not moved because their email was taken since they were staged (by a
+    concurrent writer, which ON CONFLICT waits for).
 
     On PostgreSQL one statement does it all: the users' INSERT and their audit
     rows' INSERT are data-modifying CTEs, so no row comes back to Python but the
@@ -92,12 +93,15 @@ def insert_staged(session: OrmSession, first: int, last: int) -> list[int]:
     """
     dialect = session.get_bind().dialect.name
     now = utcnow()  # one stamp for the batch's users and their audit rows
+    first, last = lines[0], lines[-1]
     values = {"first": first, "last": last, "now": now, **audit.stamps(now)}
     if dialect == "postgresql":
         return list(session.connection().execute(_move_with_history(), values).scalars())
     inserted = session.connection().execute(_move("sqlite"), values)
     users = sorted((dict(user) for user in inserted.mappings()), key=lambda user: user["id"])
     record_bulk_inserts(session, users, now)
+    if len(users) == len(lines):
+        return []
     moved = {user["email"] for user in users}
     batch = select(staged.c.line, staged.c.email).where(staged.c.line.between(first, last))
     return [line for line, email in session.connection().execute(batch) if email not in moved]
