@@ -203,11 +203,14 @@ def import_users(
                 staging.stage(session, batch.rows)
                 if on_batch:
                     on_batch(report)
+        rejected = report.rejected_count
         for line, first in staging.rejections(session):
             report.reject(line, "email", EMAIL_TAKEN if first is None else f"Duplicate of line {first}.")
+        if report.rejected_count > rejected:
+            staging.remove_rejections(session)
         if not report.refused:
             staging.lock_emails(session)
-            for lines in staging.in_batches(staging.lines(session), batch_size):
+            for lines in staging.batches(session, batch_size):
                 _insert_or_split(lines, report)
                 if on_batch:
                     on_batch(report)

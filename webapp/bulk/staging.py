@@ -28,7 +28,7 @@ before the commit, gone with a rollback.
 """
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterator
 from functools import cache
 
 from sqlalchemy import (
@@ -39,6 +39,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    bindparam,
     delete,
     exists,
     func,
@@ -128,21 +129,28 @@ class _CopyText:
     readline = read
 
 
-def rejections(session: OrmSession) -> list[tuple[int, int | None]]:
-    """Take out of the stage the rows that cannot be inserted: (line, first) for a
-    row repeating the email of an earlier line `first`, (line, None) for a row
-    whose email is stored already. Once per import, when the file is read: a
-    duplicate anywhere in the file is found however far apart the two lines are."""
-    found = [(line, first) for line, first in session.connection().execute(_rejections())]
-    if found:
-        again = _rejections().subquery()
-        session.connection().execute(delete(staged).where(staged.c.line.in_(select(again.c.line))))
-    return found
+def rejections(session: OrmSession) -> Iterator[tuple[int, int | None]]:
+    """The staged rows that cannot be inserted: (line, first) for a row repeating the
+    email of an earlier line `first`, (line, None) for a row whose email is stored
+    already. Once per import, when the file is read: a duplicate anywhere in the file
+    is found however far apart the two lines are. Streamed, a few thousand at a
+    time: a file of a million stored emails is a million of them."""
+    found = session.connection().execute(_rejections(), execution_options={"yield_per": 5000})
+    yield from ((line, first) for line, first in found)
 
 
-def lines(session: OrmSession) -> list[int]:
-    """The staged lines, in order."""
-    return list(session.connection().execute(select(staged.c.line).order_by(staged.c.line)).scalars())
+def remove_rejections(session: OrmSession) -> None:
+    """Take the rows `rejections` yields out of the stage."""
+    found = _rejections().subquery()
+    session.connection().execute(delete(staged).where(staged.c.line.in_(select(found.c.line))))
+
+
+def batches(session: OrmSession, size: int) -> Iterator[list[int]]:
+    """The staged lines in order, `size` at a time: a batch in memory, not the file."""
+    after = 0
+    while lines := list(session.connection().execute(_next_lines(), {"after": after, "size": size}).scalars()):
+        yield lines
+        after = lines[-1]
 
 
 def lock_emails(session: OrmSession) -> None:
@@ -152,14 +160,16 @@ def lock_emails(session: OrmSession) -> None:
         session.connection().execute(_LOCK_BUCKETS, {"class": EMAIL_LOCKS, "buckets": EMAIL_BUCKETS - 1})
 
 
-def in_batches(items: list[int], size: int) -> Iterable[list[int]]:
-    return (items[start : start + size] for start in range(0, len(items), size))
-
-
 @cache
 def _stage_json() -> Executable:
     fields = json_rows("sqlite", "rows", list(staged.c))
     return insert(staged).from_select(list(fields), select(*fields.values()))
+
+
+@cache
+def _next_lines() -> Select[int]:
+    after, size = bindparam("after", type_=Integer), bindparam("size", type_=Integer)
+    return select(staged.c.line).where(staged.c.line > after).order_by(staged.c.line).limit(size)
 
 
 @cache
