@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError, post_load
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from webapp import db
-from webapp.bulk import imports, reports, validation
+from webapp.bulk import imports, reports, staging, validation
 from webapp.bulk.imports import BATCH_SIZE
 from webapp.domain.models import User, import_reports_table
 from webapp.domain.schemas import UserSchema, user_schema
@@ -529,3 +530,35 @@ def test_a_header_with_other_columns_names_what_is_accepted(client):
         "The header must be the columns name and email, in any order, and may have the export's id, "
         "created_at and updated_at, which are ignored (unexpected 'role')."
     ]
+
+
+# -- the stage's COPY fails as any statement would ------------------------------------
+
+
+def test_a_row_the_stage_refuses_raises_as_any_statement_would(app):
+    with app.test_request_context(method="POST"):
+        session = db.Session()
+        staging.begin(session)
+        staging.stage(session, [(2, "Ada", "ada@example.com")])
+
+        with pytest.raises(IntegrityError):  # the same line twice: on PostgreSQL, from COPY
+            staging.stage(session, [(2, "Ada", "ada@example.com")])
+        session.rollback()
+
+
+def test_a_connection_lost_during_the_stages_copy_is_invalidated(make_app, cluster_database):
+    app = make_app(DATABASE_URL=cluster_database)
+    killer = create_engine(cluster_database, isolation_level="AUTOCOMMIT")
+    try:
+        with app.test_request_context(method="POST"):
+            session = db.Session()
+            staging.begin(session)
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+            with killer.connect() as connection:  # as a restart would, between two batches
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+            with pytest.raises(DBAPIError) as raised:
+                staging.stage(session, [(2, "Ada", "ada@example.com")])
+            assert raised.value.connection_invalidated  # what the request's one retry looks for
+    finally:
+        killer.dispose()

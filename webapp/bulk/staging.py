@@ -47,6 +47,8 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
 
 from ..domain.models import users_table
@@ -62,6 +64,7 @@ _LOCK_BUCKETS = text(
 # backslash into a name or an email, and the backslash is doubled.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _NEEDS_ESCAPE = re.compile(r"[\\\r]")
+_COPY = "COPY import_staged_rows (line, name, email) FROM STDIN"
 
 staged = Table(
     "import_staged_rows",
@@ -93,14 +96,30 @@ def stage(session: OrmSession, rows: list[StagedRow]) -> None:
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
-        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.copy_expert("COPY import_staged_rows (line, name, email) FROM STDIN", _CopyText(rows))
-        finally:
-            cursor.close()
+        _copy(session.connection(), rows)
     else:
         batch = [{"line": line, "name": name, "email": email} for line, name, email in rows]
         session.connection().execute(_stage_json(), {"rows": batch})
+
+
+def _copy(connection: Connection, rows: list[StagedRow]) -> None:
+    # copy_expert runs outside SQLAlchemy's execute(), so its errors are turned into
+    # SQLAlchemy's here, a lost connection invalidated: the request's one retry and
+    # the error handlers see what they would see from any other statement.
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(_COPY, _CopyText(rows))
+    except connection.dialect.loaded_dbapi.Error as error:
+        lost = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            _COPY, None, error, connection.dialect.loaded_dbapi.Error, connection_invalidated=lost
+        ) from error
+    finally:
+        cursor.close()
 
 
 class _CopyText:
