@@ -141,7 +141,7 @@ def test_seeding_costs_a_few_statements_per_batch_not_per_user(runner, committin
     )
 
 
-def test_an_import_costs_a_few_statements_per_batch_not_per_row(app, statements, backend):
+def test_an_import_costs_a_few_statements_per_batch_not_per_row(app, committing, statements, backend):
     from webapp.bulk import imports
 
     def imported(rows: int, first: int) -> list[str]:
