@@ -171,3 +171,42 @@ def test_the_openapi_document_says_what_the_server_accepts(client):
 
     assert schema["format"] == "idn-email" and schema["maxLength"] == 254
     assert "64 bytes" in schema["description"] and "IDNA" in schema["description"]
+
+
+# The limits: 254 bytes in all, 64 before the @, a domain's IDNA form longer than
+# its Unicode one, labels of 63, and what is not plain at all.
+LIMITS = [
+    "a" * 64 + "@" + ".".join(["b" * 62] * 3) + ".example.com",
+    "a" * 63 + "@" + ".".join(["b" * 62] * 3) + ".example.com",
+    "a" * 60 + "@" + ".".join(["b" * 62] * 3) + ".example.com",
+    "a" * 65 + "@example.com",
+    "a" * 64 + "@example.com",
+    "ada@" + "b" * 63 + ".com",
+    "ada@" + "b" * 64 + ".com",
+    "a" * 200 + "@xn--bcher-kva.de",
+    "a" * 64 + "@" + ".".join(["xn--bcher-kva"] * 16) + ".de",
+    "ada@xn--bcher-kva.de",
+    "ada@xn--bcher.de",
+    "ada@ab--cd.example.com",
+    "ada@-example.com",
+    "ada@example-.com",
+    "ada@example.com.",
+    "ada@localhost",
+    "ada@example.invalid",
+    "Ada@Example.COM",
+    " ada@example.com ",
+    "ada..king@example.com",
+    ".ada@example.com",
+    "ada.@example.com",
+    "a!#$%&'*+-/=?^_`{|}~@example.com",
+    '"ada"@example.com',
+    "Ada <ada@example.com>",
+    "ada@@example.com",
+    "ada@example..com",
+    "postmaster@example.com",
+]
+
+
+@pytest.mark.parametrize("address", LIMITS)
+def test_the_plain_address_shortcut_agrees_with_email_validator_at_the_limits(address):
+    assert outcome(emails.canonical, address) == outcome(lambda a: emails._validated(emails._folded(a)), address)

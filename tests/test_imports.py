@@ -6,16 +6,21 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError, post_load
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from webapp import db
-from webapp.bulk import imports, reports
+from webapp.bulk import imports, reports, staging, validation
 from webapp.bulk.imports import BATCH_SIZE
 from webapp.domain.models import User, import_reports_table
+from webapp.domain.schemas import UserSchema, user_schema
 
-from helpers import assert_problem
+from helpers import BOUNDED, assert_problem
 
 HEADER = "name,email\n"
 
@@ -89,7 +94,35 @@ def test_duplicates_across_batches_of_one_file_are_caught_per_line(app, client):
         report = imports.import_users(imports.read_csv(io.BytesIO(csv_body(*rows))), "partial", batch_size=2)
 
     assert report.created == 5
-    assert [(r.line, r.field) for r in report.rejected] == [(7, "email")]
+    assert [(r.line, r.field, r.message) for r in report.rejected] == [(7, "email", "Duplicate of line 3.")]
+
+
+def loaded(load, item):
+    try:
+        return "loaded", load(item)
+    except ValidationError as error:
+        return "refused", error.messages
+
+
+@settings(BOUNDED, max_examples=300)
+@given(
+    item=st.fixed_dictionaries({"name": st.text(max_size=110), "email": st.emails() | st.text(max_size=30)})
+    | st.dictionaries(st.sampled_from(["name", "email", "role", "id"]), st.text(max_size=20) | st.integers())
+    | st.text(max_size=5)
+)
+def test_an_import_row_is_loaded_exactly_as_the_schema_loads_it(item):
+    assert loaded(validation.load_user, item) == loaded(user_schema.load, item)
+
+
+def test_a_schema_with_a_hook_is_loaded_by_load_itself():
+    class Hooked(UserSchema):
+        @post_load
+        def mark(self, fields, **kwargs):
+            return {**fields, "hooked": True}
+
+    load = validation.row_loader(Hooked(), ("name", "email"))
+
+    assert load({"name": "Ada", "email": "ada@example.com"})["hooked"] is True
 
 
 @pytest.mark.parametrize("tail", [b"", "Jos\u00e9,jose@example.com\n".encode("latin-1")], ids=["good", "unreadable"])
@@ -497,3 +530,35 @@ def test_a_header_with_other_columns_names_what_is_accepted(client):
         "The header must be the columns name and email, in any order, and may have the export's id, "
         "created_at and updated_at, which are ignored (unexpected 'role')."
     ]
+
+
+# -- the stage's COPY fails as any statement would ------------------------------------
+
+
+def test_a_row_the_stage_refuses_raises_as_any_statement_would(app):
+    with app.test_request_context(method="POST"):
+        session = db.Session()
+        staging.begin(session)
+        staging.stage(session, [(2, "Ada", "ada@example.com")])
+
+        with pytest.raises(IntegrityError):  # the same line twice: on PostgreSQL, from COPY
+            staging.stage(session, [(2, "Ada", "ada@example.com")])
+        session.rollback()
+
+
+def test_a_connection_lost_during_the_stages_copy_is_invalidated(make_app, cluster_database):
+    app = make_app(DATABASE_URL=cluster_database)
+    killer = create_engine(cluster_database, isolation_level="AUTOCOMMIT")
+    try:
+        with app.test_request_context(method="POST"):
+            session = db.Session()
+            staging.begin(session)
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+            with killer.connect() as connection:  # as a restart would, between two batches
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+            with pytest.raises(DBAPIError) as raised:
+                staging.stage(session, [(2, "Ada", "ada@example.com")])
+            assert raised.value.connection_invalidated  # what the request's one retry looks for
+    finally:
+        killer.dispose()

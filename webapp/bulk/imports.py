@@ -1,9 +1,9 @@
 """Bulk import of users: one code path for the upload form, the API and the CLI.
 
-Rows are validated by the same schema as single creates and staged in batches
-in a temporary table; once the whole file is read they are moved into users,
-by one Core INSERT ... SELECT per batch plus one for their audit rows (see
-inserts), not one ORM object per row. Staging first means a refused atomic
+Rows are validated by the same schema as single creates (see validation) and
+staged in batches in a temporary table; once the whole file is read they are
+moved into users, by one Core statement per batch that writes their audit rows
+too (see inserts), not one ORM object per row. Staging first means a refused atomic
 import takes no ids from the sequence, and concurrent imports lock what they
 insert in one order, so they never deadlock (see staging). Input is read as a
 stream and at most three batches are held in memory at a time (one being
@@ -13,10 +13,10 @@ the next (see readahead). Only the caller's thread touches the session.
 
 The whole import is one transaction. In `atomic` mode any rejected row rolls
 all of it back; in `partial` mode the valid rows are committed and every
-rejected one is reported. Duplicate emails are found inside a batch by the
-batch's dict, across batches by the staging table's key, and against what is
-already stored (users, a concurrent writer's rows) by NOT EXISTS and the unique
-index, through ON CONFLICT DO NOTHING. Each batch moves in a savepoint: if the
+rejected one is reported. Duplicate emails are found by one statement over the
+whole stage, and against what is already stored by NOT EXISTS, then once more
+as they move (a concurrent writer's rows) by the unique index, through ON
+CONFLICT DO NOTHING. Each batch moves in a savepoint: if the
 database refuses a row for any other reason, the batch is split in halves, each
 in a savepoint of its own, until that row is found and rejected alone."""
 
@@ -26,23 +26,21 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import UnprocessableEntity
 
 from ..db import Session
 from ..domain.schemas import IMPORT_MODES as MODES
-from ..domain.schemas import user_schema
 from ..domain.users import EMAIL_TAKEN
-from . import inserts, staging
+from . import inserts, staging, validation
 from .readahead import read_ahead
+from .validation import COLUMNS, BadRow, Rejection, Row
 
-COLUMNS = ("name", "email")
+__all__ = ["BadRow", "ImportFileError", "ImportReport", "Rejection", "import_users", "read_csv", "read_json"]
+
 # The export's other columns: accepted and ignored, so an export, edited in a
 # spreadsheet, imports back. The database sets them for new users.
 IGNORED = ("id", "created_at", "updated_at")
-# How a rejection's field reads to a person: "_row" is the line as a whole.
-FIELD_LABELS = {"_row": "the whole row", "_schema": "the whole row"}
 BATCH_SIZE = 5000
 # A report lists at most this many rejected rows (it always counts them all), so
 # that a huge file of bad rows cannot grow the report without bound.
@@ -56,25 +54,6 @@ class ImportFileError(UnprocessableEntity):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.errors = {"file": [message]}
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """A row the reader could not turn into fields (say, too many columns)."""
-
-    message: str
-
-
-@dataclass
-class Rejection:
-    line: int
-    field: str
-    message: str
-
-    @property
-    def column(self) -> str:
-        """The field as a person names it: "the whole row" for the line as a whole."""
-        return FIELD_LABELS.get(self.field, self.field)
 
 
 @dataclass
@@ -93,9 +72,6 @@ class ImportReport:
         self.rejected_count += 1
         if len(self.rejected) < MAX_REPORTED:
             self.rejected.append(Rejection(line, field_name, message))
-
-
-Row = tuple[int, "dict[str, Any] | BadRow | Any"]
 
 
 def read_csv(stream: IO[bytes]) -> Iterator[Row]:
@@ -220,17 +196,22 @@ def import_users(
     report = ImportReport(mode)
     try:
         staging.begin(session)
-        with read_ahead(_batches(rows, batch_size), name="import-validation") as batches:
+        with read_ahead(validation.batches(rows, batch_size), name="import-validation") as batches:
             for batch in batches:
                 for rejection in batch.rejected:
                     report.reject(rejection.line, rejection.field, rejection.message)
-                _stage(batch.rows, report)
+                staging.stage(session, batch.rows)
                 if on_batch:
                     on_batch(report)
+        rejected = report.rejected_count
+        for line, first in staging.rejections(session):
+            report.reject(line, "email", EMAIL_TAKEN if first is None else f"Duplicate of line {first}.")
+        if report.rejected_count > rejected:
+            staging.remove_rejections(session)
         if not report.refused:
             staging.lock_emails(session)
-            for staged_rows in staging.batches(session, batch_size):
-                _insert(staged_rows, report)
+            for lines in staging.batches(session, batch_size):
+                _insert_or_split(lines, report)
                 if on_batch:
                     on_batch(report)
             staging.end(session)
@@ -248,86 +229,22 @@ def import_users(
     return report
 
 
-@dataclass
-class Batch:
-    """Valid rows keyed by email (so none repeats another), and the rows rejected on the way."""
-
-    rows: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
-    rejected: list[Rejection] = field(default_factory=list)
-
-
-def _batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:
-    """Validate `rows` into batches of at most `batch_size` rows, valid and rejected
-    together, so that a file of nothing but bad rows is held a batch at a time too.
-    Pure Python: it runs in the read-ahead thread, which must not touch the session."""
-    try:
-        batch = Batch()
-        for line, raw in rows:
-            fields = _validated(line, raw, batch.rejected)
-            if fields is not None:
-                if fields["email"] in batch.rows:
-                    batch.rejected.append(
-                        Rejection(line, "email", f"Duplicate of line {batch.rows[fields['email']][0]}.")
-                    )
-                else:
-                    batch.rows[fields["email"]] = (line, fields)
-            if len(batch.rows) + len(batch.rejected) >= batch_size:
-                yield batch
-                batch = Batch()
-        yield batch
-    finally:
-        # Close the reader here, in the helper thread, before the import returns and
-        # the caller closes the stream under it.
-        close = getattr(rows, "close", None)
-        if close:
-            close()
-
-
-def _validated(line: int, raw: Any, rejected: list[Rejection]) -> dict[str, Any] | None:
-    if isinstance(raw, BadRow):
-        rejected.append(Rejection(line, "_row", raw.message))
-        return None
-    try:
-        fields: dict[str, Any] = user_schema.load(raw)
-        return fields
-    except ValidationError as error:
-        # A load of one item always reports by field (_schema for a non-object item).
-        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-        rejected.extend(Rejection(line, name, " ".join(map(str, problems))) for name, problems in messages.items())
-        return None
-
-
-def _stage(batch: dict[str, tuple[int, dict[str, Any]]], report: ImportReport) -> None:
-    staged = staging.stage(Session(), batch)
-    for email, (line, _) in batch.items():
-        if email not in staged:
-            report.reject(line, "email", EMAIL_TAKEN)
-
-
-def _insert(batch: dict[str, tuple[int, dict[str, Any]]], report: ImportReport) -> None:
-    refused: set[str] = set()
-    stored = _insert_or_split(list(batch.values()), refused, report)
-    report.created += len(stored)
-    for email, (line, _) in batch.items():
-        if email not in stored and email not in refused:
-            report.reject(line, "email", EMAIL_TAKEN)
-
-
-def _insert_or_split(rows: list[tuple[int, dict[str, Any]]], refused: set[str], report: ImportReport) -> set[str]:
-    """Insert `rows` in a savepoint; the emails stored. If the database refuses one
+def _insert_or_split(lines: list[int], report: ImportReport) -> None:
+    """Move the staged `lines` into users in a savepoint. If the database refuses one
     of them for a reason of its own (a constraint the schema does not know), try
     each half in a savepoint of its own, down to the refused rows, which are
     rejected alone: a dozen rounds for one bad row in a batch of 5,000."""
-    if not rows:
-        return set()
     try:
         with Session().begin_nested():
-            return inserts.insert_users([fields for _, fields in rows])
+            taken = inserts.insert_staged(Session(), lines)
     except IntegrityError:
-        if len(rows) == 1:
-            line, fields = rows[0]
-            refused.add(fields["email"])
-            report.reject(line, "_row", REFUSED)
-            return set()
-        half = len(rows) // 2
-        return _insert_or_split(rows[:half], refused, report) | _insert_or_split(rows[half:], refused, report)
+        if len(lines) == 1:
+            report.reject(lines[0], "_row", REFUSED)
+            return
+        half = len(lines) // 2
+        _insert_or_split(lines[:half], report)
+        _insert_or_split(lines[half:], report)
+        return
+    report.created += len(lines) - len(taken)
+    for line in taken:
+        report.reject(line, "email", EMAIL_TAKEN)

@@ -1,9 +1,10 @@
-"""Bulk inserts of users, history included: two statements per batch (the users,
-their audit rows), not one per user.
+"""Bulk inserts of users, history included: a statement or two per batch (the
+users, their audit rows), not one per user.
 
-Used by the import (webapp/imports.py) and by `seed-users`. They bypass the
-unit of work, and with it the audit listener, so they record their users'
-history themselves, in the same transaction.
+Used by the import (webapp/bulk/imports.py, from its stage: `insert_staged`) and
+by `seed-users` (`insert_users`). They bypass the unit of work, and with it the
+audit listener, so they record their users' history themselves, in the same
+transaction.
 """
 
 from datetime import datetime
@@ -19,6 +20,7 @@ from ..domain import audit
 from ..domain.audit import AUDITED
 from ..domain.models import UTCDateTime, users_table, utcnow
 from .jsonrows import json_rows
+from .staging import staged
 
 
 def insert_users(rows: list[dict[str, Any]]) -> set[str]:
@@ -76,3 +78,60 @@ def record_bulk_inserts(session: OrmSession, users: list[dict[str, Any]], at: da
 def _audit_rows(dialect: str) -> Executable:
     users = users_table
     return audit.inserted(dialect, json_rows(dialect, "users", [users.c.id, *(users.c[name] for name in AUDITED)]))
+
+
+def insert_staged(session: OrmSession, lines: list[int]) -> list[int]:
+    """Move the staged rows of `lines` (in order, and all the stage holds from the
+    first to the last) into users, in line order, with their history; return the
+    lines not moved because their email was taken since they were staged (by a
+    concurrent writer, which ON CONFLICT waits for).
+
+    On PostgreSQL one statement does it all: the users' INSERT and their audit
+    rows' INSERT are data-modifying CTEs, so no row comes back to Python but the
+    lines left out. SQLite has no such CTEs: its users come back by RETURNING and
+    go out again for their audit rows (see record_bulk_inserts).
+    """
+    dialect = session.get_bind().dialect.name
+    now = utcnow()  # one stamp for the batch's users and their audit rows
+    first, last = lines[0], lines[-1]
+    values = {"first": first, "last": last, "now": now, **audit.stamps(now)}
+    if dialect == "postgresql":
+        return list(session.connection().execute(_move_with_history(), values).scalars())
+    inserted = session.connection().execute(_move("sqlite"), values)
+    users = sorted((dict(user) for user in inserted.mappings()), key=lambda user: user["id"])
+    record_bulk_inserts(session, users, now)
+    if len(users) == len(lines):
+        return []
+    moved = {user["email"] for user in users}
+    batch = select(staged.c.line, staged.c.email).where(staged.c.line.between(first, last))
+    return [line for line, email in session.connection().execute(batch) if email not in moved]
+
+
+@cache
+def _move(dialect: str) -> Any:
+    users = users_table
+    now = bindparam("now", type_=UTCDateTime)
+    rows = (
+        select(staged.c.name, staged.c.email, now, now)
+        .where(staged.c.line.between(bindparam("first"), bindparam("last")))
+        # Stored emails are left out before the INSERT sees them: ON CONFLICT DO NOTHING
+        # skips a row only after taking its id from the sequence.
+        .where(~exists().where(users.c.email == staged.c.email))
+        .order_by(staged.c.line)
+    )
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert  # each spells its ON CONFLICT
+    return (
+        insert(users)
+        .from_select(["name", "email", "created_at", "updated_at"], rows)
+        .on_conflict_do_nothing(index_elements=[users.c.email])
+        .returning(users.c.id, users.c.name, users.c.email, users.c.role)
+    )
+
+
+@cache
+def _move_with_history() -> Executable:
+    moved = _move("postgresql").cte("moved")
+    history = audit.inserted("postgresql", moved.c, order_by=moved.c.id).cte("history")
+    batch = staged.c.line.between(bindparam("first"), bindparam("last"))
+    left_out = ~exists().where(moved.c.email == staged.c.email)
+    return select(staged.c.line).where(batch, left_out).order_by(staged.c.line).add_cte(history)

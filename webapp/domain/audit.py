@@ -64,14 +64,19 @@ def record(
         session.connection().execute(INSERT, rows)
 
 
-def inserted(dialect: str, users: Mapping[str, ColumnElement[Any]] | ReadOnlyColumnCollection[str, Any]) -> Insert:
+def inserted(
+    dialect: str,
+    users: Mapping[str, ColumnElement[Any]] | ReadOnlyColumnCollection[str, Any],
+    order_by: ColumnElement[Any] | None = None,
+) -> Insert:
     """INSERT INTO audit_log ... SELECT: an insert's audit row for each user that
-    `users` (its id and AUDITED columns, from any FROM) yields, with the same
-    {field: [null, value]} as `record` writes; `at`, `request_id` and `actor_id`
-    are bound later."""
+    `users` (its id and AUDITED columns, from any FROM) yields, in the order of
+    `order_by` if given, with the same {field: [null, value]} as `record` writes;
+    `at`, `request_id` and `actor_id` are bound later."""
     build_object, build_array = _json_builders(dialect)
     changes = build_object(*chain.from_iterable((literal(name), build_array(null(), users[name])) for name in AUDITED))
-    return _insert_from(select(users["id"], literal("insert"), changes, *_STAMPS))
+    rows = select(users["id"], literal("insert"), changes, *_STAMPS)
+    return _insert_from(rows if order_by is None else rows.order_by(order_by))
 
 
 def inserted_one(user_id: ColumnElement[Any]) -> Insert:

@@ -52,6 +52,8 @@ class InvalidEmail(ValueError):
 
 
 def _folded(address: str) -> str:
+    if address.isascii():  # NFKC leaves ASCII as it is
+        return address.strip().lower()
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", address.strip()).lower())
 
 
