@@ -6,10 +6,10 @@ PORT   ?= 8000
 export PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint browser cluster upgrade clean bench bench-scale bench-profile bench-import fuzz
+.PHONY: help run test lint browser cluster upgrade clean bench bench-scale bench-profile bench-import bench-instructions fuzz
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: $(VENV)/.runtime ## set up, migrate the schema to head, serve with gunicorn on http://127.0.0.1:$(PORT)
 	$(BIN)/flask --app wsgi db upgrade
@@ -46,6 +46,10 @@ bench-scale: $(VENV)/.bench ## get-by-id, deep pages and search at 10k and 1M us
 
 bench-profile: $(VENV)/.bench ## where the app's time goes on get-by-id and create (pyinstrument)
 	$(BIN)/python bench/hotpath.py $(BENCH_ARGS)
+
+bench-instructions: $(VENV)/.bench ## instructions per request of app, peer and floor, counted by callgrind (noise-free)
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
+	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
 
 bench-import: $(VENV)/.runtime ## import 100k rows on PostgreSQL beside COPY and a naive loop; peak memory on 1M
 	$(BIN)/python bench/import_bench.py $(BENCH_ARGS)

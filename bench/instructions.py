@@ -58,8 +58,8 @@ def requests_for(scenario: str, count: int, low: int, high: int, token: str) -> 
 
 def serve(app, requests: list) -> None:
     for environ, data in requests:
-        statuses = []
-        body = app({**environ, "wsgi.input": io.BytesIO(data)}, lambda s, h, e=None: statuses.append(s))
+        statuses: list[str] = []
+        body = app({**environ, "wsgi.input": io.BytesIO(data)}, lambda s, h, e=None, seen=statuses: seen.append(s))
         for _ in body:
             pass
         getattr(body, "close", lambda: None)()
@@ -142,14 +142,16 @@ def main() -> int:
         with harness.scratch_database(args.server) as url:
             harness.flask_cli(url, "db", "upgrade")
             harness.seed(url, 10_000)
-            report("PostgreSQL, in-process, instructions per request", measure(url, [*SERVERS], SCENARIOS, args.requests), [*SERVERS])
+            results = measure(url, [*SERVERS], SCENARIOS, args.requests)
+            report("PostgreSQL, in-process, instructions per request", results, [*SERVERS])
     if args.only != "pg":
         with harness.tempdir() as work:
             url = f"sqlite:///{Path(work) / 'bench.sqlite3'}"
             harness.flask_cli(url, "db", "upgrade")
             harness.flask_cli(url, "seed-users", "10000")
             names = ["app", "fsa"]  # the floor speaks psycopg2 only
-            report("SQLite, in-process, instructions per request", measure(url, names, ["get-by-id", "create"], args.requests), names)
+            results = measure(url, names, ["get-by-id", "create"], args.requests)
+            report("SQLite, in-process, instructions per request", results, names)
     return 0
 
 
