@@ -47,7 +47,7 @@ class Dumper:
     def one(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """The dump of one mapping (a dict, a row's `_mapping`)."""
         if self.steps is None or not isinstance(obj, Mapping) or any(attr not in obj for _, attr, _, _ in self.steps):
-            return self.schema.dump(obj)  # type: ignore[no-any-return]
+            return self.schema.dump(obj, many=False)  # type: ignore[no-any-return]
         return {
             key: None if (value := obj[attr]) is None else value if type(value) is kind else convert(value)
             for key, attr, kind, convert in self.steps
