@@ -5,7 +5,7 @@ same database, to measure what the app's layers (ORM session, schemas, request
 id, CSRF, audit listener) cost. Same URLs, same JSON, same SQL work per request:
 
     GET  /api/users/<id>   one SELECT; the user, with its ETag
-    GET  /api/users        ?per_page=&q=&cursor=: a capped count and a page
+    GET  /api/users        ?per_page=&q=&cursor=: a page with its capped count, one SELECT
     POST /api/users        INSERT the user and its audit row, one transaction
 
 Each request borrows a connection from a psycopg2 pool of GUNICORN_THREADS and
@@ -46,7 +46,7 @@ def cursor():
 
 
 def as_json(row) -> dict:
-    id_, name, email, created_at, updated_at, _ = row
+    id_, name, email, created_at, updated_at = row[:5]
     return {
         "id": id_,
         "name": name,
@@ -85,15 +85,23 @@ def list_users():
     if q:
         pattern = "%" + q.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
         where, params = "(name ILIKE %s ESCAPE '/' OR email ILIKE %s ESCAPE '/')", [pattern, pattern]
+    # The app's one statement: the page, with the capped count beside it as a scalar
+    # subquery (the last column); only an empty page past the first asks for the count alone.
+    count_sql = f"SELECT count(*) FROM (SELECT id FROM users WHERE {where} LIMIT %s) AS capped"
     with cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM (SELECT id FROM users WHERE {where} LIMIT %s) AS capped", [*params, CAP + 1])
-        count = cur.fetchone()[0]
         keyset = " AND id > %s" if after is not None else ""
         cur.execute(
-            f"SELECT {COLUMNS} FROM users WHERE {where}{keyset} ORDER BY id LIMIT %s",
-            [*params, *([after] if after is not None else []), per_page + 1],
+            f"SELECT {COLUMNS}, ({count_sql}) AS total FROM users WHERE {where}{keyset} ORDER BY id LIMIT %s",
+            [*params, CAP + 1, *params, *([after] if after is not None else []), per_page + 1],
         )
         rows = cur.fetchall()
+        if rows:
+            count = rows[0][-1]
+        elif after is None:
+            count = 0
+        else:
+            cur.execute(count_sql, [*params, CAP + 1])
+            count = cur.fetchone()[0]
     next_url = None
     if len(rows) > per_page:
         token = (

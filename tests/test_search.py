@@ -36,7 +36,7 @@ def test_a_search_on_a_large_table_reads_the_trigram_indexes_on_postgresql_and_s
     body = client.get("/api/users?q=LOVEL").get_json()
 
     assert [user["name"] for user in body["items"]] == ["Ada Lovelace"]
-    assert len(statements) == 2  # the capped count and the page: each must use the indexes
+    assert len(statements) == 1  # the page and its capped count: both must use the indexes
     for statement, parameters in statements:
         explained = plan(rolled_back, backend, statement, parameters)
         if backend == "postgresql":

@@ -12,7 +12,7 @@ from webapp.db import Session
 from webapp.domain.models import User
 from webapp.domain.schemas import SORTS, encode_cursor
 
-from helpers import plan
+from helpers import outer_plan, plan
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 # Ties in name and in created_at, so the id has to break them. One case and plain
@@ -236,9 +236,10 @@ def test_a_sorted_page_at_depth_reads_its_index_and_no_more(store, client, state
     deep = client.get(first["next"]).get_json()
 
     assert len(deep["items"]) == 20
-    page_statement, parameters = statements[-1]  # the capped count comes first
+    [(page_statement, parameters)] = statements
     explained = plan(rolled_back, backend, page_statement, parameters)
     if backend == "postgresql":
+        explained = outer_plan(explained)  # the capped count beside the page is not what this is about
         assert f"Index Scan Backward using {INDEX_OF[sort]}" in explained or (
             f"Index Scan using {INDEX_OF[sort]}" in explained
         ), explained

@@ -13,6 +13,7 @@ from werkzeug.exceptions import Forbidden, NotFound, UnsupportedMediaType
 from .. import auth
 from ..bulk import exports, imports
 from ..domain import accounts, audit, restore, users
+from ..domain.dumping import Dumper
 from ..domain.schemas import (
     audit_page_schema,
     encode_cursor,
@@ -54,9 +55,9 @@ def list_users() -> Response:
             _external=True,
         )
     response = jsonify(
-        user_page_schema.dump(
+        user_page.one(
             {
-                "items": [user._mapping for user in page.items],
+                "items": page.items,
                 "page": page.page,
                 "per_page": page.per_page,
                 "total": page.total,
@@ -68,6 +69,10 @@ def list_users() -> Response:
     if next_url:
         response.headers["Link"] = f'<{next_url}>; rel="next"'
     return response
+
+
+# user_page_schema's dump, its decisions taken once: the page's 20 rows were a third of the request.
+user_page = Dumper(user_page_schema)
 
 
 @bp.post("/users")

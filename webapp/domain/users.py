@@ -80,9 +80,11 @@ def list_users(
 
     The page is either the `page`-th (OFFSET: fine for shallow pages) or the one
     after the user with sort key `after_key` and id `after` (keyset: the same cost
-    at any depth, for every sort). Either way it costs two statements: a capped
-    count and the page itself. Items are rows of the user's columns, not ORM
-    objects: a list only shows them.
+    at any depth, for every sort). Either way it is one statement: the page, with
+    the capped count beside it as a scalar subquery (its last column), so the two
+    agree (one snapshot) and cost one round trip. Only a page past the end, which
+    has no row to carry the count, asks for the count alone. Items are rows of the
+    user's columns, not ORM objects: a list only shows them.
     """
     count, rows = _list_statements(bool(q), after is not None, sort)
     params = {
@@ -94,8 +96,13 @@ def list_users(
         "offset": (page - 1) * per_page,
     }  # one more: is there a next?
     session = Session()
-    total = session.scalar(count, params) or 0
     found = session.execute(rows, params).all()
+    if found:
+        total = found[0][-1]
+    elif after is None and page == 1:
+        total = 0  # the first page is empty: nothing matches
+    else:
+        total = session.scalar(count, params) or 0
     items = found[:per_page]
     cap = params["cap"] - 1
     last = items[-1] if len(found) > per_page else None
@@ -133,7 +140,9 @@ def _list_statements(searching: bool, by_cursor: bool, sort: str = "id") -> tupl
     # Counting no further than LIST_TOTAL_CAP + 1 rows: a COUNT(*) over a million
     # rows on every page would make every page as slow as the table is big.
     count = select(func.count()).select_from(select(_users.c.id).where(where).limit(bindparam("cap")).subquery())
-    rows = select(*_users.c).where(where).order_by(*_order(sort)).limit(bindparam("limit"))
+    # Uncorrelated: both databases run it once per statement, not once per row.
+    total = count.scalar_subquery().label("total")
+    rows = select(*_users.c, total).where(where).order_by(*_order(sort)).limit(bindparam("limit"))
     rows = rows.where(_after(sort)) if by_cursor else rows.offset(bindparam("offset"))
     return count, rows
 
