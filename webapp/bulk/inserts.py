@@ -53,7 +53,14 @@ def _insert_new(dialect: str) -> Executable:
     # It still skips those a concurrent writer is inserting. (SQLite needs a WHERE
     # before ON CONFLICT in an INSERT ... SELECT anyway, to tell it from a join's ON.)
     rows = select(fields["name"], fields["email"], now, now).where(~exists().where(users.c.email == fields["email"]))
+    return _insert_skipping_taken(dialect, rows)
+
+
+def _insert_skipping_taken(dialect: str, rows: Any) -> Executable:
+    """INSERT `rows` (name, email, created_at, updated_at) into users, skipping an email
+    a concurrent writer took first, RETURNING what went in."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert  # each spells its ON CONFLICT
+    users = users_table
     return (
         insert(users)
         .from_select(["name", "email", "created_at", "updated_at"], rows)
@@ -119,13 +126,7 @@ def _move(dialect: str) -> Any:
         .where(~exists().where(users.c.email == staged.c.email))
         .order_by(staged.c.line)
     )
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert  # each spells its ON CONFLICT
-    return (
-        insert(users)
-        .from_select(["name", "email", "created_at", "updated_at"], rows)
-        .on_conflict_do_nothing(index_elements=[users.c.email])
-        .returning(users.c.id, users.c.name, users.c.email, users.c.role)
-    )
+    return _insert_skipping_taken(dialect, rows)
 
 
 @cache
