@@ -229,6 +229,24 @@ def users_and_their_inserts(database_url: str, prefix: str) -> tuple[set[str], l
     return {e for e in users if e.startswith(prefix)}, [e for e in inserts if e.startswith(prefix)]
 
 
+def writes_and_reads(server, count: int, prefix: str, read_path: str = "/api/users"):
+    """`count` client threads, not started: the odd ones create `<prefix><n>@x.com`, the
+    even ones GET `read_path`. Their replies go to the list returned beside them."""
+    replies: list = []
+
+    def send(n: int) -> None:
+        if n % 2:
+            replies.append(server.post("/api/users", {"name": prefix, "email": f"{prefix}{n}@x.com"}))
+        else:
+            replies.append(server.get(read_path))
+
+    return [threading.Thread(target=send, args=(n,)) for n in range(count)], replies
+
+
+def lock_waiters(database_url: str) -> int:
+    return len([b for b in app_backends(database_url) if b["wait_event_type"] == "Lock"])
+
+
 def test_links_cut_mid_transaction_roll_back_whole_and_the_writes_run_again(serve, proxy, cluster_database):
     server = serve(proxy.url, DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT))
     replies = []
@@ -241,7 +259,7 @@ def test_links_cut_mid_transaction_roll_back_whole_and_the_writes_run_again(serv
         ]
         for thread in threads:
             thread.start()
-        wait_for(lambda: len([b for b in app_backends(cluster_database) if b["wait_event_type"] == "Lock"]) >= 4)
+        wait_for(lambda: lock_waiters(cluster_database) >= 4)
         assert proxy.cut() >= 4  # the link goes, mid-transaction; the writes reconnect and wait again
         time.sleep(0.5)
     for thread in threads:
@@ -272,15 +290,7 @@ def test_a_black_holed_database_is_a_quick_503_for_every_request_then_heals_by_i
     proxy.blackhole()
     proxy.cut()  # the connections in the pools are gone; new ones reach nothing
 
-    replies = []
-    senders = [
-        threading.Thread(
-            target=lambda n=n: replies.append(
-                server.post("/api/users", {"name": "B", "email": f"bh{n}@x.com"}) if n % 2 else server.get("/api/users")
-            )
-        )
-        for n in range(8)
-    ]
+    senders, replies = writes_and_reads(server, 8, "bh")
     for sender in senders:
         sender.start()
     for sender in senders:
@@ -305,26 +315,12 @@ STATEMENT_DEADLINE = STATEMENT_TIMEOUT + deadline.MARGIN
 THREADS = 4
 
 
-def lock_waiters(database_url: str) -> int:
-    return len([b for b in app_backends(database_url) if b["wait_event_type"] == "Lock"])
-
-
 def test_requests_in_flight_when_the_link_black_holes_are_503s_at_the_deadline_then_heal(
     serve, proxy, cluster_database
 ):
     server = serve(proxy.url, DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT), DB_STATEMENT_TIMEOUT=str(STATEMENT_TIMEOUT))
     user = server.post("/api/users", {"name": "F", "email": "read-me@x.com"}).json()["id"]
-    replies = []
-    senders = [
-        threading.Thread(
-            target=lambda n=n: replies.append(
-                server.post("/api/users", {"name": "F", "email": f"flight{n}@x.com"})
-                if n % 2
-                else server.get(f"/api/users/{user}")
-            )
-        )
-        for n in range(THREADS)
-    ]
+    senders, replies = writes_and_reads(server, THREADS, "flight", read_path=f"/api/users/{user}")
     with users_table_held(cluster_database):  # each request's statement is sent, and waits
         for sender in senders:
             sender.start()
@@ -385,17 +381,7 @@ def test_a_link_black_holed_under_idle_pooled_connections_is_503s_within_two_con
     proxy.blackhole()  # not cut: the pooled connections look alive...
     time.sleep(1.5)  # ...and have been idle long enough to be pinged first (DB_PING_AFTER_IDLE)
 
-    replies = []
-    senders = [
-        threading.Thread(
-            target=lambda n=n: replies.append(
-                server.post("/api/users", {"name": "P", "email": f"ping{n}@x.com"})
-                if n % 2
-                else server.get("/api/users")
-            )
-        )
-        for n in range(THREADS)
-    ]
+    senders, replies = writes_and_reads(server, THREADS, "ping")
     for sender in senders:
         sender.start()
     for sender in senders:
