@@ -8,42 +8,16 @@ PostgreSQL database, under pyinstrument, and prints each call tree.
 """
 
 import argparse
-import io
-import json
 import os
 import random
 import sys
 
 from pyinstrument import Profiler
-from werkzeug.test import EnvironBuilder
 
 import harness
+from inprocess import call, environ
 
 sys.path.insert(0, str(harness.ROOT))
-
-
-def call(app, environ: dict) -> int:
-    status = []
-    body = app(
-        dict(environ, **{"wsgi.input": io.BytesIO(environ["bench.body"])}), lambda s, h, exc_info=None: status.append(s)
-    )
-    for _ in body:
-        pass
-    getattr(body, "close", lambda: None)()
-    return int(status[0].split()[0])
-
-
-def environ(path: str, token: str, method: str = "GET", body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else b""
-    built = EnvironBuilder(
-        path=path,
-        method=method,
-        data=data,
-        content_type="application/json" if body is not None else None,
-        headers={"Authorization": f"Bearer {token}"},
-    ).get_environ()
-    built["bench.body"] = data
-    return built
 
 
 def main() -> int:

@@ -13,8 +13,6 @@ whatever else the machine is doing.
 """
 
 import argparse
-import io
-import json
 import os
 import random
 import re
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import harness
 from harness import log
+from inprocess import call, environ
 
 SERVERS = {"app": "wsgi", "fsa": "bench.fsa_peer", "floor": "bench.floor"}
 SCENARIOS = ["get-by-id", "list page (cursor)", "create"]
@@ -32,39 +31,20 @@ WARM_UP = 50
 
 
 def requests_for(scenario: str, count: int, low: int, high: int, token: str) -> list[dict]:
-    from werkzeug.test import EnvironBuilder
-
+    if scenario == "get-by-id":
+        return [environ(f"/api/users/{random.randint(low, high)}", token) for _ in range(count)]
+    if scenario == "list page (cursor)":
+        after = [random.randint(low, high) - 1 for _ in range(count)]
+        return [environ(f"/api/users?per_page=20&cursor={harness.cursor(a)}", token) for a in after]
     salt = int.from_bytes(os.urandom(4), "big")  # every run creates new emails
-    built = []
-    for n in range(count):
-        body = None
-        if scenario == "get-by-id":
-            path = f"/api/users/{random.randint(low, high)}"
-        elif scenario == "list page (cursor)":
-            path = f"/api/users?per_page=20&cursor={harness.cursor(random.randint(low, high) - 1)}"
-        else:
-            path, body = "/api/users", {"name": "Counted", "email": f"counted{salt}-{n}@example.com"}
-        data = json.dumps(body).encode() if body is not None else b""
-        environ = EnvironBuilder(
-            path=path,
-            method="POST" if body is not None else "GET",
-            data=data,
-            content_type="application/json" if body is not None else None,
-            headers={"Authorization": f"Bearer {token}", "Host": "127.0.0.1:8000"},
-        ).get_environ()
-        built.append((environ, data))
-    return built
+    new = [{"name": "Counted", "email": f"counted{salt}-{n}@example.com"} for n in range(count)]
+    return [environ("/api/users", token, "POST", fields) for fields in new]
 
 
-def serve(app, requests: list) -> None:
-    for environ, data in requests:
-        statuses: list[str] = []
-        body = app({**environ, "wsgi.input": io.BytesIO(data)}, lambda s, h, e=None, seen=statuses: seen.append(s))
-        for _ in body:
-            pass
-        getattr(body, "close", lambda: None)()
-        if not statuses[0].startswith(("200", "201")):
-            raise SystemExit(f"{environ['PATH_INFO']}: {statuses[0]}")
+def serve(app, requests: list[dict]) -> None:
+    for request in requests:
+        if (status := call(app, request)) not in (200, 201):
+            raise SystemExit(f"{request['PATH_INFO']}: {status}")
 
 
 def child(server: str, scenario: str, count: int) -> None:
