@@ -165,8 +165,9 @@ class Topology:
             "DATABASE_URL": primary_url,
             "DATABASE_REPLICA_URLS": replica_url,
             "TRUSTED_PROXIES": "1",  # nginx
-            # An answer may take PgBouncer's query_wait_timeout (10 s) plus the role's
-            # statement_timeout (15 s): the app's deadline waits for both, and 2 s more.
+            # An answer may take PgBouncer's query_wait_timeout (10 s, pgbouncer.ini) plus
+            # the role's statement_timeout (15 s, ROLE_SETTINGS): the app's deadline waits
+            # for both, and deadline.MARGIN more. Change it with either.
             "DB_STATEMENT_DEADLINE": "27",
             "HOST": "127.0.0.1",
         }

@@ -21,7 +21,7 @@ from webapp.db import Session, get_engine
 from webapp.domain.models import User
 
 from faultproxy import FaultProxy
-from helpers import app_backends, assert_problem, signed_in, users_table_held
+from helpers import SLACK, app_backends, assert_problem, signed_in, users_table_held
 from server import run_clients, wait_for
 
 POOL_TIMEOUT = 2
@@ -203,7 +203,6 @@ def test_connections_killed_under_load_three_times_fail_no_read_and_no_write_is_
 # -- a faulty link between the app and the database (faultproxy) -------------------------
 
 CONNECT_TIMEOUT = 2  # libpq's smallest
-SLACK = 1.5  # a loaded machine's scheduling, and the request's own work
 
 
 @pytest.fixture
@@ -345,7 +344,7 @@ def test_a_commit_sent_into_a_black_holed_link_is_a_503_at_the_deadline_and_land
     make_app, proxy, cluster_database
 ):
     app = signed_in(make_app(DATABASE_URL=proxy.url, DB_STATEMENT_TIMEOUT=1))
-    deadline_seconds = 1 + deadline.MARGIN
+    deadline_seconds = deadline.of(get_engine(app)).seconds  # DB_STATEMENT_TIMEOUT + the margin
 
     @app.post("/api/commit-into-the-void")
     def commit_into_the_void():

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from webapp import deadline
 from webapp.db import Session, get_engine
 
-from helpers import app_backends, assert_problem, pg_engine_options, signed_in, users_table_held
+from helpers import SLACK, app_backends, assert_problem, pg_engine_options, signed_in, users_table_held
 
 
 def test_postgresql_connections_are_given_both_timeouts_from_the_config():
@@ -73,8 +73,6 @@ def test_a_statement_over_the_limit_is_a_503_and_the_worker_is_free_again(serve,
 
 
 # -- the client's own deadline (webapp/deadline.py) ---------------------------------------
-
-SLACK = 1.5  # a loaded machine's scheduling, and the request's own work
 
 
 def test_the_statement_deadline_is_a_margin_past_the_servers_timeout_unless_set(make_app, cluster_database):

@@ -56,15 +56,16 @@ class Watch:
 
     def __init__(self, seconds: float, ping_seconds: float) -> None:
         self.seconds = seconds
+        self.ping_seconds = min(ping_seconds, seconds)
         # A ping is recorded as if it had started this much earlier, so that the one
         # deadline falls ping_seconds after it began.
-        self.ping_head_start = max(0.0, seconds - ping_seconds)
+        self.ping_head_start = seconds - self.ping_seconds
         self.waiting: dict[Any, float] = {}  # psycopg2 connection -> when its wait began
         self.killed: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def overdue(self, now: float) -> list[tuple[Any, float]]:
-        limit = self.seconds
-        return [(c, since) for c, since in self.waiting.copy().items() if now - since > limit and c not in self.killed]
+        late = now - self.seconds
+        return [(c, since) for c, since in self.waiting.copy().items() if since < late and c not in self.killed]
 
     def shut_down(self, connection: Any, since: float) -> bool:
         """Shut `connection`'s socket down if it still waits for what began at `since`."""
@@ -84,8 +85,7 @@ class Watch:
 
 
 lock = threading.Lock()
-_registry = threading.Lock()  # for the two below, and the watchdog's start
-_watches: "weakref.WeakSet[Watch]" = weakref.WeakSet()
+_registry = threading.Lock()  # for the one below, and the watchdog's start
 _by_engine: "weakref.WeakKeyDictionary[Engine, Watch]" = weakref.WeakKeyDictionary()
 
 
@@ -97,7 +97,7 @@ def deadline_seconds(config: dict[str, Any]) -> float:
 
 def watch(engine: Engine, seconds: float, ping_seconds: float) -> Watch:
     """Put `engine`'s connections under the watchdog (PostgreSQL engines only)."""
-    watched = Watch(seconds, min(ping_seconds, seconds))
+    watched = Watch(seconds, ping_seconds)
     dialect = engine.dialect
     dialect.do_commit = _waiting_on(dialect.do_commit, watched)  # type: ignore[method-assign]
     dialect.do_rollback = _waiting_on(dialect.do_rollback, watched, only_in_transaction=True)  # type: ignore[method-assign]
@@ -105,7 +105,6 @@ def watch(engine: Engine, seconds: float, ping_seconds: float) -> Watch:
     event.listen(engine, "handle_error", _on_error(watched))
     event.listen(engine, "connect", _start_once)
     with _registry:
-        _watches.add(watched)
         _by_engine[engine] = watched
     return watched
 
@@ -183,7 +182,7 @@ def _watch_forever() -> None:
         try:
             now = time.perf_counter()
             with _registry:
-                watches = list(_watches)
+                watches = list(_by_engine.values())
             for watched in watches:
                 for connection, since in watched.overdue(now):
                     if watched.shut_down(connection, since):
@@ -191,7 +190,7 @@ def _watch_forever() -> None:
                             "no answer from PostgreSQL past the deadline (%.1f s; a ping's: %.1f s): "
                             "the link is taken for gone, the connection shut down",
                             watched.seconds,
-                            watched.seconds - watched.ping_head_start,
+                            watched.ping_seconds,
                         )
         except Exception:  # the watchdog must outlive any surprise
             log.exception("statement deadline check failed")
@@ -209,7 +208,7 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    for watched in list(_watches):
+    for watched in list(_by_engine.values()):
         watched.waiting.clear()
     _after_fork_in_parent()
 

@@ -139,10 +139,7 @@ def _statement_listeners(target: str | None, watched: deadline.Watch | None) -> 
                 waiting.pop(cursor.connection, None)
             finally:
                 release()
-        stats = getattr(_current, "stats", None)
-        if stats is not None and stats.statement_started:
-            stats.db_seconds += time.perf_counter() - stats.statement_started
-            stats.statement_started = 0.0
+        _statement_ended()
 
     return started, ended
 
