@@ -102,7 +102,7 @@ class AppSession(OrmSession):
         else:
             # One replica for the whole request, so that its statements see one history;
             # none when the client's last write is not there yet (or it sent nonsense).
-            if binds.replicas is not None and (after := replicas_.required_lsn()) is not None:
+            if binds.replicas is not None and (after := replicas_.required_lsn(binds.replicas)) is not None:
                 self.replica = binds.replicas.pick(after)
             self.bind_for_all = self.replica.reads if self.replica is not None else binds.reads
         super().__init__(**options)

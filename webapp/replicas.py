@@ -75,8 +75,11 @@ class Replica:
 class Replicas:
     """An app's replicas, checked in the background by a thread per process."""
 
-    def __init__(self, primary: Engine, engines: list[Engine], max_lag: float, interval: float) -> None:
+    def __init__(
+        self, primary: Engine, engines: list[Engine], max_lag: float, interval: float, secret_key: str
+    ) -> None:
         self.primary = primary  # autocommit (Binds.reads): it is only asked where its WAL is
+        self.signer = URLSafeSerializer(secret_key, salt="read-after")  # the pages' read_after cookie
         self.max_lag = max_lag
         self.interval = interval
         self.all = []
@@ -221,21 +224,16 @@ def from_config(app: Flask, primary: Engine) -> Replicas | None:
         if parsed.get_backend_name() != "postgresql":
             raise RuntimeError(f"DATABASE_REPLICA_URLS: {parsed!r} is not a PostgreSQL URL")
         engines.append(create_engine_from_config({**app.config, "DATABASE_URL": url}, app.instance_path))
-    app.extensions[_SIGNER] = URLSafeSerializer(app.config["SECRET_KEY"], salt="read-after")
-    return Replicas(primary, engines, app.config["REPLICA_MAX_LAG_SECONDS"], app.config["REPLICA_CHECK_SECONDS"])
+    config = app.config
+    return Replicas(
+        primary, engines, config["REPLICA_MAX_LAG_SECONDS"], config["REPLICA_CHECK_SECONDS"], config["SECRET_KEY"]
+    )
 
 
 # -- read-your-writes ---------------------------------------------------------------
 
 
-_SIGNER = "webapp.replicas.signer"  # in app.extensions: signs the pages' read_after cookie
-
-
-def _signer(app: Flask) -> URLSafeSerializer:
-    return app.extensions[_SIGNER]  # type: ignore[no-any-return]
-
-
-def required_lsn() -> int | None:
+def required_lsn(replicas: Replicas) -> int | None:
     """The WAL position this request must read at or past: 0 when it brought none;
     None when what it brought does not parse (read on the primary)."""
     after = 0
@@ -248,7 +246,7 @@ def required_lsn() -> int | None:
     cookie = request.cookies.get(COOKIE)
     if cookie is not None:
         try:
-            after = max(after, parse_lsn(_signer(current_app).loads(cookie)))
+            after = max(after, parse_lsn(replicas.signer.loads(cookie)))
         except (BadSignature, ValueError, TypeError, AttributeError):
             return None
     return after
@@ -267,7 +265,7 @@ def stamp(response: Response, replicas: Replicas, pages: bool) -> None:
         seconds = max(60, math.ceil(3 * replicas.max_lag))
         response.set_cookie(
             COOKIE,
-            _signer(current_app).dumps(lsn),
+            replicas.signer.dumps(lsn),
             max_age=seconds,
             httponly=True,
             samesite="Lax",
