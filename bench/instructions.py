@@ -6,20 +6,27 @@ instructions a request executes does not. This runs the same requests as
 Flask-SQLAlchemy peer, the floor; no gunicorn, no network), under valgrind's
 callgrind, once with N requests and once with none, and prints the difference
 divided by N: what one request costs in the server's own process, the database's
-work excluded. The same binary, inputs and environment give the same count
-whatever else the machine is doing.
+work excluded. Each server runs with what gunicorn.conf.py sets up before it is
+loaded (its logging, written to a file, and the metrics' multiprocess files), so
+the app's log line and metrics are counted as served. The same binary, inputs and
+environment give the same count whatever else the machine is doing.
 
     python bench/instructions.py [--server URL] [--requests N] [--only pg|sqlite]
 """
 
 import argparse
+import atexit
+import logging
 import os
 import random
 import re
+import runpy
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import harness
 from harness import log
@@ -47,9 +54,20 @@ def serve(app, requests: list[dict]) -> None:
             raise SystemExit(f"{request['PATH_INFO']}: {status}")
 
 
+def as_under_gunicorn() -> None:
+    """Set up what gunicorn.conf.py sets up before a server is loaded, so that a count
+    includes what a request costs when served: its log line, written to a file as
+    gunicorn's stdout is under `make bench`, and metrics kept in multiprocess files."""
+    conf = runpy.run_path(str(harness.ROOT / "gunicorn.conf.py"))  # sets PROMETHEUS_MULTIPROC_DIR
+    sys.stdout = tempfile.TemporaryFile("w")  # noqa: SIM115  # open for the life of the process
+    conf["on_starting"](SimpleNamespace(log=logging.getLogger("gunicorn.error")))
+    atexit.register(conf["on_exit"], None)
+
+
 def child(server: str, scenario: str, count: int) -> None:
     """Inside valgrind: import the server, warm it up, serve `count` requests."""
     sys.path.insert(0, str(harness.ROOT))
+    as_under_gunicorn()
     low, high = (int(x) for x in os.environ["BENCH_IDS"].split(","))
     token = os.environ["BENCH_TOKEN"]
     app = __import__(SERVERS[server], fromlist=["app"]).app
