@@ -85,8 +85,11 @@ class OneWritePerLine(logging.StreamHandler):
     def handle(self, record):
         if self._fd is None:
             return super().handle(record)
-        if not self.filter(record):
+        passed = self.filter(record)
+        if not passed:
             return False
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+            record = passed
         try:
             data = (self.format(record) + self.terminator).encode(self._encoding, "backslashreplace")
             while data:  # a signal can cut a write short; the rest follows at once
