@@ -85,11 +85,8 @@ class OneWritePerLine(logging.StreamHandler):
     def handle(self, record):
         if self._fd is None:
             return super().handle(record)
-        passed = self.filter(record)
-        if not passed:
+        if not self.filter(record):
             return False
-        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may return a new record
-            record = passed
         try:
             data = (self.format(record) + self.terminator).encode(self._encoding, "backslashreplace")
             while data:  # a signal can cut a write short; the rest follows at once
