@@ -57,54 +57,6 @@ limit_request_line = 4094  # bytes of method, URL and version: 414 beyond
 limit_request_fields = 100  # header fields: 431 beyond
 limit_request_field_size = 8190  # bytes of one header field: 431 beyond
 
-
-class OneWritePerLine(logging.StreamHandler):
-    """A StreamHandler that writes each line with one write(2), and takes no lock.
-
-    logging's handlers serialize on a lock of their own, which every thread of a
-    worker takes for every request's line. Under load a thread is now and then made
-    to give up the GIL while it holds that lock; each other thread that reaches its
-    line then blocks on the lock and must be woken in turn. With 8 threads that
-    convoy made the line cost several times what it costs in one thread
-    (docs/benchmarks.md, "Served"). The lock was never what kept lines whole across
-    workers, which share the same stdout: the kernel does that for any one write to a
-    file, or of up to PIPE_BUF (4 KiB) to a pipe. So each line is encoded and handed
-    to the stream's descriptor in one `os.write`, as it comes. A stream with no
-    descriptor (a test's capture) is written StreamHandler's way.
-    """
-
-    def __init__(self, stream=None):
-        super().__init__(stream)
-        self._fd, self._encoding = _descriptor(self.stream)
-
-    def setStream(self, stream):
-        old = super().setStream(stream)
-        self._fd, self._encoding = _descriptor(self.stream)
-        return old
-
-    def handle(self, record):
-        if self._fd is None:
-            return super().handle(record)
-        if not self.filter(record):
-            return False
-        try:
-            data = (self.format(record) + self.terminator).encode(self._encoding, "backslashreplace")
-            while data:  # a signal can cut a write short; the rest follows at once
-                data = data[os.write(self._fd, data) :]
-        except Exception:
-            self.handleError(record)
-        return True
-
-
-def _descriptor(stream):
-    """The stream's file descriptor (None if it has none) and its encoding."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
-        fd = None
-    return fd, getattr(stream, "encoding", None) or "utf-8"
-
-
 # No access log: the app logs one line per request itself (webapp/observability.py),
 # with its request id and query count. Ours goes to stdout in gunicorn's format,
 # gunicorn's to stderr. Applied in on_starting, not through logconfig_dict: gunicorn
@@ -120,7 +72,7 @@ LOGGING = {
             "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
         }
     },
-    "handlers": {"console": {"()": OneWritePerLine, "formatter": "generic", "stream": "ext://sys.stdout"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"}},
     "loggers": {
         "webapp": {"level": "INFO", "handlers": ["console"], "propagate": False},
         # Alembic is imported by the app's CLI commands, and says at INFO which of its

@@ -1,7 +1,5 @@
 """Serving: gunicorn's settings, the real server answering, and the Dockerfile."""
 
-import io
-import logging
 import os
 import re
 import runpy
@@ -70,84 +68,6 @@ def test_gunicorn_takes_workers_threads_and_port_from_the_environment(monkeypatc
     assert (settings["workers"], settings["threads"]) == (3, 6)
     assert settings["bind"] == "0.0.0.0:9123"
     assert settings["preload_app"] is True
-
-
-# -- the log handler: a line per write, no lock ------------------------------------------
-
-
-def one_write_per_line(monkeypatch, tmp_path, stream):
-    handler = gunicorn_settings(monkeypatch, tmp_path)["OneWritePerLine"](stream)
-    handler.setFormatter(logging.Formatter("%(threadName)s|%(message)s"))
-    logger = logging.Logger(f"test-{id(handler)}")
-    logger.addHandler(handler)
-    return handler, logger
-
-
-def test_gunicorn_logs_through_a_handler_that_writes_each_line_in_one_write(monkeypatch, tmp_path):
-    settings = gunicorn_settings(monkeypatch, tmp_path)
-
-    assert settings["LOGGING"]["handlers"]["console"]["()"] is settings["OneWritePerLine"]
-
-
-def test_lines_logged_by_many_threads_at_once_arrive_whole_and_in_each_threads_order(monkeypatch, tmp_path):
-    with open(tmp_path / "stdout", "w") as stream:  # as gunicorn's stdout is, redirected to a file
-        _, logger = one_write_per_line(monkeypatch, tmp_path, stream)
-
-        def write_500() -> None:
-            for n in range(500):
-                logger.warning("line %d %s", n, "x" * 300)
-
-        threads = [threading.Thread(target=write_500, name=f"writer-{i}") for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    lines = (tmp_path / "stdout").read_text().splitlines()
-    assert len(lines) == 8 * 500
-    for thread in threads:
-        mine = [line.split()[1] for line in lines if line.startswith(f"{thread.name}|")]
-        assert mine == [str(n) for n in range(500)]
-    assert all(line.endswith(" " + "x" * 300) for line in lines)
-
-
-def test_a_thread_holding_the_handlers_lock_does_not_hold_up_another_threads_line(monkeypatch, tmp_path):
-    with open(tmp_path / "stdout", "w") as stream:
-        handler, logger = one_write_per_line(monkeypatch, tmp_path, stream)
-        with handler.lock:  # what a thread preempted inside StreamHandler.emit would hold
-            writer = threading.Thread(target=logger.warning, args=("not held up",))
-            writer.start()
-            writer.join(timeout=5)
-            assert not writer.is_alive()
-
-    assert (tmp_path / "stdout").read_text().endswith("not held up\n")
-
-
-def test_a_line_longer_than_a_pipe_holds_arrives_whole(monkeypatch, tmp_path):
-    read_end, write_end = os.pipe()
-    received = []
-
-    def read():
-        with os.fdopen(read_end, "rb") as pipe:
-            received.append(pipe.read())
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    with os.fdopen(write_end, "w") as stream:
-        _, logger = one_write_per_line(monkeypatch, tmp_path, stream)
-        logger.warning("%s", "é" * 300_000)  # 600 kB: more than one write(2) to a pipe takes
-    reader.join(timeout=10)
-
-    assert received == [f"{threading.current_thread().name}|{'é' * 300_000}\n".encode()]
-
-
-def test_a_stream_without_a_descriptor_gets_its_lines_too(monkeypatch, tmp_path):
-    stream = io.StringIO()
-    _, logger = one_write_per_line(monkeypatch, tmp_path, stream)
-
-    logger.warning("captured")
-
-    assert stream.getvalue() == f"{threading.current_thread().name}|captured\n"
 
 
 # -- the real server ----------------------------------------------------------------
