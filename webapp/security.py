@@ -46,7 +46,9 @@ class CookieSessions(SecureCookieSessionInterface):
     that brings no cookie (every API call): an empty session is all it can have."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if self.get_cookie_name(app) not in request.cookies:
+        # No Cookie header at all is checked first: parsing an absent one into
+        # request.cookies costs about 4% of a get-by-id.
+        if "HTTP_COOKIE" not in request.environ or self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
 
