@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from helpers import ADMIN_NAME, signed_in
+from helpers import ADMIN_NAME, anonymous, signed_in
 
 ADA = ("Ada Lovelace", "ada@example.com")
 OBRIEN = ("Conan O'Brien", "conan@example.com")
@@ -222,6 +222,18 @@ def test_api_responses_depend_on_no_cookie_and_pages_say_they_do(client):
 
     assert api.status_code == 200 and "Cookie" not in api.headers.get("Vary", "")
     assert page.status_code == 200 and "Cookie" in page.headers["Vary"]
+
+
+def test_the_session_is_found_among_other_cookies_and_not_made_up_without_one(app, client):
+    # The session is looked for only when a Cookie header is sent (CookieSessions):
+    # other cookies beside it, or alone, must change nothing.
+    client.set_cookie("theme", "dark")
+    stranger = anonymous(app)
+    stranger.set_cookie("theme", "dark")
+
+    assert client.get("/users").status_code == 200
+    assert stranger.get("/users").status_code == 302
+    assert anonymous(app).get("/users").status_code == 302
 
 
 def test_production_marks_the_session_cookie_secure(production_app):
