@@ -97,13 +97,13 @@ def test_sqlite_connections_may_be_used_from_another_thread(sqlite_app):
 
 
 def _begins(app):
-    """Record the BEGIN statements the engine sends."""
+    """Record the BEGIN statements SQLite runs, as its own trace sees them."""
     seen = []
-    event.listen(
-        get_engine(app),
-        "before_cursor_execute",
-        lambda conn, cursor, statement, *args: seen.append(statement) if statement.startswith("BEGIN") else None,
-    )
+
+    def trace(dbapi_connection, record, proxy):
+        dbapi_connection.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("BEGIN") else None)
+
+    event.listen(get_engine(app), "checkout", trace)
     return seen
 
 

@@ -58,7 +58,9 @@ def init_app(app: Flask) -> None:
     binds = db.binds(app)
     for engine, target in binds.engines:
         started, ended = _statement_listeners(target if binds.replicas is not None else None, deadline.of(engine))
-        event.listen(engine, "before_cursor_execute", started)
+        # First, so that a statement's time includes what other listeners do before it
+        # (on SQLite, waiting for the write lock: webapp/engine.py).
+        event.listen(engine, "before_cursor_execute", started, insert=True)
         event.listen(engine, "after_cursor_execute", ended)
         event.listen(engine, "handle_error", _statement_ended)  # a failed statement took time too
     app.wsgi_app = RequestReport(app.wsgi_app)  # type: ignore[method-assign]
