@@ -10,7 +10,7 @@ from config import Config
 from webapp.db import get_engine
 from webapp.engine import database_url
 
-from helpers import SETTINGS, pg_engine_options, signed_in
+from helpers import SETTINGS, assert_problem, pg_engine_options, signed_in, users_table_held
 
 
 @pytest.mark.parametrize(
@@ -149,6 +149,22 @@ def test_sqlite_concurrent_writers_wait_their_turn_instead_of_failing(sqlite_app
         thread.join()
 
     assert sorted(statuses) == [200] * writers * per_writer + [201] * writers * per_writer
+
+
+def test_a_sqlite_writer_that_waits_out_the_busy_timeout_gets_a_503_and_writes_nothing(make_app):
+    from webapp.domain.models import Base
+
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=200)
+    Base.metadata.create_all(get_engine(app))
+    client = signed_in(app).test_client()
+    client.get("/api/users")  # the token is checked, and cached, before the lock is taken
+
+    with users_table_held(app.config["DATABASE_URL"]):  # another writer has the write lock
+        response = client.post("/api/users", json={"name": "Late", "email": "late@example.com"})
+
+    assert_problem(response, 503)
+    emails = [user["email"] for user in client.get("/api/users").get_json()["items"]]
+    assert emails and "late@example.com" not in emails
 
 
 def test_sql_echo_logs_every_statement(make_app, caplog):
