@@ -47,7 +47,7 @@ class CookieSessions(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         # No Cookie header at all is checked first: parsing an absent one into
-        # request.cookies costs about 4% of a get-by-id.
+        # request.cookies costs about 3% of a get-by-id.
         if "HTTP_COOKIE" not in request.environ or self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
