@@ -183,7 +183,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     def begin_at_first_statement(
         connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
-        # Begun on our side, not yet on SQLite's: the first statement of a transaction.
+        # Begun on SQLAlchemy's side, not yet on SQLite's: a transaction's first statement.
+        # (SQLAlchemy runs its first-connect checks with autobegin off: they begin nothing.)
         if (
             not cursor.connection.in_transaction
             and connection.in_transaction()
