@@ -12,6 +12,7 @@ that happens to sessions on top of them.
 import json
 import os
 import sqlite3
+import threading
 import time
 from functools import partial
 from typing import Any
@@ -65,7 +66,7 @@ def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
     if url.get_backend_name() == "sqlite":
         # A pooled connection is used by one thread at a time, but not always the
         # thread that opened it.
-        options["connect_args"] = {"check_same_thread": False}
+        options["connect_args"] = {"check_same_thread": False, "factory": QueuingConnection}
     elif url.get_backend_name() == "postgresql":
         # Connections killed by a server restart or an idle cut-off are replaced
         # before a request sees them: with DB_PING_AFTER_IDLE > 0 (the default),
@@ -167,11 +168,14 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     begins: SQLite has one write lock, and every microsecond it is held is one that
     all other writers wait (a create held it 1.7x as long as Flask-SQLAlchemy's
     before this, docs/benchmarks.md).
+
+    Writers of one process queue before they ask for the lock (QueuingConnection).
     """
 
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+    def on_connect(dbapi_connection: "QueuingConnection", record: Any) -> None:
         dbapi_connection.isolation_level = None
+        dbapi_connection.queue_timeout = busy_timeout_ms / 1000
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
@@ -190,4 +194,73 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             and connection.in_transaction()
             and not connection.get_execution_options().get(_NO_BEGIN)
         ):
+            cursor.connection.begin_immediate(cursor)
+
+
+class QueuingConnection(sqlite3.Connection):
+    """A SQLite connection whose writers queue in their process for the write lock.
+
+    SQLite's busy handler retries a locked database after sleeps that grow to 100 ms,
+    so a writer that meets a busy lock sleeps through most of the moments it is free,
+    while writers arriving later take it first: under 32 connections the slowest
+    creates waited over a second. Writers of one process instead take a lock of the
+    process first, one per database file, which hands over the moment a transaction
+    ends; only the head of each process's queue meets the busy handler. Waiting in
+    the queue counts against the same busy timeout, and running out of it is the
+    same "database is locked" (a 503), so nothing else changes for a writer.
+    """
+
+    queue_timeout = 5.0  # seconds; the engine sets its busy timeout on each connection
+
+    def __init__(self, database: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        self._queue = _writers_queue(database)
+        self._queued = False  # this connection's transaction holds the queue
+
+    def begin_immediate(self, cursor: sqlite3.Cursor) -> None:
+        """Wait for this process's other writers, then for SQLite's write lock."""
+        if not self._queued:
+            if not self._queue.acquire(timeout=self.queue_timeout):
+                raise sqlite3.OperationalError("database is locked")
+            self._queued = True
+        try:
             cursor.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._leave_queue()
+            raise
+
+    def commit(self) -> None:
+        super().commit()
+        self._leave_queue()  # a COMMIT that failed leaves it to the rollback or close after it
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._leave_queue()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._leave_queue()
+
+    def _leave_queue(self) -> None:
+        if self._queued:
+            self._queued = False
+            self._queue.release()
+
+
+_queues: dict[str, threading.Lock] = {}
+_queues_lock = threading.Lock()
+
+
+def _writers_queue(database: str) -> threading.Lock:
+    """The queue of writers to the database file `database`, shared by every engine
+    of the process; a connection of its own for a database in memory, which no other
+    connection shares."""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return threading.Lock()
+    path = os.path.realpath(database)
+    with _queues_lock:
+        return _queues.setdefault(path, threading.Lock())
