@@ -1,12 +1,14 @@
 """The engine: one per app, psycopg2 for PostgreSQL, and the options each backend needs."""
 
 import logging
+import sqlite3
 import sys
 import threading
 import time
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import IntegrityError
 
 from config import Config
 from webapp.db import get_engine
@@ -208,7 +210,8 @@ def test_sqlite_writers_of_one_process_wait_in_line_before_asking_sqlite_for_the
     connection, first = _hold_the_write_lock(sqlite_app)
     second.start()
     assert _inside(second, "begin_immediate")
-    assert begins == ["BEGIN IMMEDIATE"]  # the second writer waits in line, not in SQLite
+    time.sleep(0.2)  # time enough to send a BEGIN, had it not been waiting for the first writer
+    assert second.is_alive() and begins == ["BEGIN IMMEDIATE"]  # it waits in its process, not in SQLite
     first.commit()
     connection.close()
     second.join(timeout=10)
@@ -242,6 +245,39 @@ def test_a_sqlite_writer_in_line_behind_a_stuck_one_gets_a_503_and_the_line_move
     assert client.post("/api/users", json={"name": "Bo", "email": "bo@example.com"}).status_code == 201
     emails = [user["email"] for user in client.get("/api/users").get_json()["items"]]
     assert "late@example.com" not in emails
+
+
+def test_a_sqlite_commit_that_fails_leaves_no_write_lock_behind(make_app):
+    # SQLite keeps a transaction whose COMMIT failed on a deferred constraint open,
+    # and SQLAlchemy sends no ROLLBACK after a failed COMMIT.
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=200)
+    engine = get_engine(app)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        connection.exec_driver_sql(
+            "CREATE TABLE child (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    with engine.connect() as connection:
+        connection.exec_driver_sql("INSERT INTO child VALUES (1)")
+        with pytest.raises(IntegrityError):
+            connection.commit()
+
+    other = sqlite3.connect(make_url(app.config["DATABASE_URL"]).database, timeout=0.2, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # SQLite's own lock is free
+    other.execute("ROLLBACK")
+    other.close()
+    done = []
+    writer = threading.Thread(target=lambda: done.append(_insert_parent(engine)))
+    writer.start()
+    writer.join(timeout=10)
+    assert done == [1]  # and so is the process's, for a writer of another thread
+
+
+def _insert_parent(engine):
+    with engine.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO parent VALUES (1)")
+        return connection.exec_driver_sql("SELECT count(*) FROM parent").scalar()
 
 
 def test_sql_echo_logs_every_statement(make_app, caplog):

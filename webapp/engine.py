@@ -183,6 +183,14 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def end_what_was_left_open(dbapi_connection: "QueuingConnection | None", record: Any) -> None:
+        # SQLAlchemy does not roll back a transaction whose COMMIT failed: SQLite keeps
+        # one that failed on a deferred constraint open, with the write lock, and so
+        # would every later user of this pooled connection.
+        if dbapi_connection is not None and (dbapi_connection.in_transaction or dbapi_connection.queued):
+            dbapi_connection.rollback()
+
     @event.listens_for(engine, "before_cursor_execute")
     def begin_at_first_statement(
         connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
@@ -198,16 +206,17 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
 
 class QueuingConnection(sqlite3.Connection):
-    """A SQLite connection whose writers queue in their process for the write lock.
+    """A SQLite connection whose writers wait for the others of their process first.
 
     SQLite's busy handler retries a locked database after sleeps that grow to 100 ms,
     so a writer that meets a busy lock sleeps through most of the moments it is free,
     while writers arriving later take it first: under 32 connections the slowest
     creates waited over a second. Writers of one process instead take a lock of the
-    process first, one per database file, which hands over the moment a transaction
-    ends; only the head of each process's queue meets the busy handler. Waiting in
-    the queue counts against the same busy timeout, and running out of it is the
-    same "database is locked" (a 503), so nothing else changes for a writer.
+    process first, one per database file, given back the moment a transaction ends
+    and taken at once by a writer waiting for it (not strictly first come, first
+    served); only the writer holding it meets the busy handler. That wait is bounded
+    by the busy timeout too, and running out of it is the same "database is locked"
+    (a 503), so nothing else changes for a writer.
     """
 
     queue_timeout = 5.0  # seconds; the engine sets its busy timeout on each connection
@@ -230,8 +239,14 @@ class QueuingConnection(sqlite3.Connection):
             raise
 
     def commit(self) -> None:
-        super().commit()
-        self._leave_queue()  # a COMMIT that failed leaves it to the rollback or close after it
+        try:
+            super().commit()
+        finally:
+            # A COMMIT that failed on a full disk or an I/O error was rolled back by
+            # SQLite itself; one that failed on a deferred constraint is left open, and
+            # handed back to the pool it is rolled back (_configure_sqlite).
+            if self._queued and not self.in_transaction:
+                self._leave_queue()
 
     def rollback(self) -> None:
         try:
@@ -245,6 +260,11 @@ class QueuingConnection(sqlite3.Connection):
         finally:
             self._leave_queue()
 
+    @property
+    def queued(self) -> bool:
+        """Whether this connection's transaction holds its process's writer lock."""
+        return self._queued
+
     def _leave_queue(self) -> None:
         if self._queued:
             self._queued = False
@@ -256,9 +276,9 @@ _queues_lock = threading.Lock()
 
 
 def _writers_queue(database: str) -> threading.Lock:
-    """The queue of writers to the database file `database`, shared by every engine
-    of the process; a connection of its own for a database in memory, which no other
-    connection shares."""
+    """The lock of the writers to the database file `database`, shared by every engine
+    of the process; one of its own for a database in memory (which no other
+    connection shares) or named by a `file:` URI (not worth parsing to find out)."""
     if database in ("", ":memory:") or database.startswith("file:"):
         return threading.Lock()
     path = os.path.realpath(database)
