@@ -110,10 +110,12 @@ def post_worker_init(worker):
       long as the worker, so it leaves the garbage collector's generations: a full
       collection no longer walks those 100,000 objects while every thread waits, a
       pause of 66 to 101 ms about every ten seconds of load (docs/benchmarks.md).
+      What loading left as garbage is collected first, or it would stay for good.
     """
     from webapp import serving
 
     serving.install()
+    gc.collect()
     gc.freeze()
 
 
