@@ -224,6 +224,7 @@ def test_the_real_server_logs_exactly_one_line_per_request(live_server):
         "/api/users", {"name": "Ada", "email": "ada@example.com"}, headers={"X-Request-ID": "log-me-once"}
     )
 
+    wait_for(lambda: "log-me-once" in live_server.output())  # request lines are written in batches
     lines = [line for line in live_server.output().splitlines() if "log-me-once" in line]
     assert reply.status == 201
     assert len(lines) == 1
@@ -253,6 +254,7 @@ def test_metrics_add_up_the_requests_of_every_worker(live_server):
         for thread in threads:
             thread.join()
         sent += len(batch)
+        wait_for(lambda batch=batch: all(f"request_id={rid} " in live_server.output() for rid in batch))
         output = live_server.output()
         pids |= {worker_of(output, rid) for rid in batch}
 

@@ -1,5 +1,7 @@
 """Serving: gunicorn's settings, the real server answering, and the Dockerfile."""
 
+import io
+import logging
 import os
 import re
 import runpy
@@ -89,6 +91,61 @@ def test_a_worker_moves_what_it_loaded_out_of_the_collectors_reach(tmp_path):
     assert int(before) == 0
     assert int(frozen) > 10_000  # modules, the app, SQLAlchemy's mappers: all of it
     assert collecting == "True"  # new garbage is still collected
+
+
+def test_gunicorn_writes_log_lines_in_batches_and_warnings_at_once(monkeypatch, tmp_path):
+    handler_class = gunicorn_settings(monkeypatch, tmp_path)["BatchingStreamHandler"]
+    stream = io.StringIO()
+    handler = handler_class(stream, flush_seconds=60)
+    log = _logger_to(handler)
+
+    log.info("first")
+    log.info("second")
+    assert stream.getvalue() == ""  # waiting: written within 60 s
+    log.warning("third")
+    assert stream.getvalue() == "first\nsecond\nthird\n"  # at once, after the lines before it
+    for n in range(handler_class.MAX_LINES):
+        log.info("line %d", n)
+    assert stream.getvalue().count("line ") == handler_class.MAX_LINES  # a full batch goes at once
+    log.info("last")
+    handler.close()  # as logging.shutdown does at exit
+    assert stream.getvalue().endswith("line 255\nlast\n")
+
+
+def test_gunicorn_writes_a_waiting_log_line_within_the_flush_interval(monkeypatch, tmp_path):
+    handler_class = gunicorn_settings(monkeypatch, tmp_path)["BatchingStreamHandler"]
+    stream = io.StringIO()
+    handler = handler_class(stream, flush_seconds=0.05)
+
+    _logger_to(handler).info("soon")
+
+    wait_for(lambda: stream.getvalue() == "soon\n", seconds=5)
+    handler.close()
+
+
+def test_a_forked_worker_does_not_write_the_log_lines_its_parent_has_waiting(monkeypatch, tmp_path):
+    handler_class = gunicorn_settings(monkeypatch, tmp_path)["BatchingStreamHandler"]
+    path = tmp_path / "out.log"
+    with open(path, "w") as stream:
+        handler = handler_class(stream, flush_seconds=60)
+        _logger_to(handler).info("the parent's")
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's coverage is not collected
+            handler.flush()
+            os._exit(0)
+        os.waitpid(child, 0)
+        assert path.read_text() == ""
+        handler.close()
+
+    assert path.read_text() == "the parent's\n"
+
+
+def _logger_to(handler):
+    log = logging.getLogger(f"test.batching.{id(handler)}")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    return log
 
 
 # -- the real server ----------------------------------------------------------------
