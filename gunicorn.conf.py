@@ -79,7 +79,9 @@ class BatchingStreamHandler(logging.StreamHandler):
     (after the lines before it, so the order holds), when MAX_LINES are waiting, and
     when logging shuts down at exit. A worker killed outright (SIGKILL, the OOM killer)
     loses at most its last half second of request lines; warnings are never held back.
-    Defined here, not in webapp/, so that the master does not import the app for it.
+    (logging.handlers.MemoryHandler holds records too, but hands them to its target
+    one by one, a write each, and has no timer.) Defined here, not in webapp/, so that
+    the master does not import the app for it.
     """
 
     MAX_LINES = 256

@@ -185,7 +185,7 @@ def _inside(thread, function):
 
 
 def _hold_the_write_lock(app):
-    """A write transaction of `app`'s own engine, in this thread, until the block ends."""
+    """Begin a write transaction on `app`'s own engine, in this thread; the caller ends it."""
     connection = get_engine(app).connect()
     transaction = connection.begin()
     connection.execute(text("UPDATE users SET name = name WHERE id = 0"))

@@ -64,9 +64,15 @@ def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
         "json_serializer": partial(json.dumps, ensure_ascii=False),
     }
     if url.get_backend_name() == "sqlite":
-        # A pooled connection is used by one thread at a time, but not always the
-        # thread that opened it.
-        options["connect_args"] = {"check_same_thread": False, "factory": QueuingConnection}
+        options["connect_args"] = {
+            # A pooled connection is used by one thread at a time, but not always the
+            # thread that opened it.
+            "check_same_thread": False,
+            "factory": QueuingConnection,
+            # SQLite's busy timeout, and the longest a writer waits for the others of
+            # its process (QueuingConnection).
+            "timeout": config["SQLITE_BUSY_TIMEOUT_MS"] / 1000,
+        }
     elif url.get_backend_name() == "postgresql":
         # Connections killed by a server restart or an idle cut-off are replaced
         # before a request sees them: with DB_PING_AFTER_IDLE > 0 (the default),
@@ -97,7 +103,7 @@ def create_engine_from_config(config: dict[str, Any], instance_path: str) -> Eng
     url = database_url(config, instance_path)
     engine = create_engine(url, **engine_options(config, url))
     if url.get_backend_name() == "sqlite":
-        _configure_sqlite(engine, config["SQLITE_BUSY_TIMEOUT_MS"])
+        _configure_sqlite(engine)
     elif url.get_backend_name() == "postgresql":
         _configure_postgresql(engine, config["DB_PING_AFTER_IDLE"])
         # A link gone silent under a statement would hold its thread forever.
@@ -154,8 +160,9 @@ def _configure_postgresql(engine: Engine, ping_after_idle: float) -> None:
             raise DisconnectionError(f"pooled connection is dead: {error}") from error  # the pool replaces it
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
-    """WAL, a busy timeout, foreign keys, and transactions we begin ourselves.
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, and transactions we begin ourselves (the busy timeout is a
+    connect argument: engine_options).
 
     pysqlite's own transaction handling starts transactions lazily with a plain
     BEGIN, which lets two writers both read and then collide on upgrading to a
@@ -175,9 +182,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: "QueuingConnection", record: Any) -> None:
         dbapi_connection.isolation_level = None
-        dbapi_connection.queue_timeout = busy_timeout_ms / 1000
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -219,17 +224,16 @@ class QueuingConnection(sqlite3.Connection):
     (a 503), so nothing else changes for a writer.
     """
 
-    queue_timeout = 5.0  # seconds; the engine sets its busy timeout on each connection
-
-    def __init__(self, database: str, *args: Any, **kwargs: Any) -> None:
-        super().__init__(database, *args, **kwargs)
+    def __init__(self, database: str, timeout: float = 5.0, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, timeout, *args, **kwargs)  # sqlite3.connect's busy timeout, in seconds
+        self._queue_timeout = timeout
         self._queue = _writers_queue(database)
         self._queued = False  # this connection's transaction holds the queue
 
     def begin_immediate(self, cursor: sqlite3.Cursor) -> None:
         """Wait for this process's other writers, then for SQLite's write lock."""
         if not self._queued:
-            if not self._queue.acquire(timeout=self.queue_timeout):
+            if not self._queue.acquire(timeout=self._queue_timeout):
                 raise sqlite3.OperationalError("database is locked")
             self._queued = True
         try:
