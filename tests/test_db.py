@@ -220,6 +220,44 @@ def test_sqlite_writers_of_one_process_wait_in_line_before_asking_sqlite_for_the
     assert begins == ["BEGIN IMMEDIATE", "BEGIN IMMEDIATE"]
 
 
+def test_a_sqlite_writer_waiting_for_another_process_asks_for_the_lock_every_half_millisecond(sqlite_app):
+    # SQLite's busy handler would send one BEGIN and sleep up to 100 ms between its
+    # own tries, through most of the moments another process's writers leave the lock free.
+    from webapp.domain.models import Base
+
+    Base.metadata.create_all(get_engine(sqlite_app))
+    client = signed_in(sqlite_app).test_client()
+    client.get("/api/users")  # the token is checked and cached
+    statements = []
+    event.listen(
+        get_engine(sqlite_app),
+        "checkout",
+        lambda dbapi_connection, record, proxy: dbapi_connection.set_trace_callback(statements.append),
+    )
+    statuses = []
+    writer = threading.Thread(
+        target=lambda: statuses.append(
+            client.post("/api/users", json={"name": "Next", "email": "next@example.com"}).status_code
+        )
+    )
+
+    with users_table_held(sqlite_app.config["DATABASE_URL"]):  # the writer of another process
+        writer.start()
+        assert _inside(writer, "_take_write_lock")
+        time.sleep(0.1)
+    writer.join(timeout=10)
+
+    assert statuses == [201]
+    tries = statements.count("BEGIN IMMEDIATE")
+    assert tries >= 20  # 0.1 s at 0.5 ms a try, on a slow machine
+    begin = statements.index("BEGIN IMMEDIATE")
+    assert statements[begin - 1] == "PRAGMA busy_timeout = 0"
+    # Every other statement has SQLite's busy handler back.
+    restored = f"PRAGMA busy_timeout = {sqlite_app.config['SQLITE_BUSY_TIMEOUT_MS']}"
+    assert statements[begin + tries] == restored
+    assert statements[begin + tries + 1].startswith("INSERT INTO users")
+
+
 def test_a_sqlite_writer_in_line_behind_a_stuck_one_gets_a_503_and_the_line_moves_on(make_app):
     from webapp.domain.models import Base
 
