@@ -258,7 +258,8 @@ class QueuingConnection(sqlite3.Connection):
                     cursor.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as error:
-                    if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    busy = getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY  # or BUSY_*
+                    if not busy or time.monotonic() >= deadline:
                         raise
                 time.sleep(POLL_SECONDS)
         finally:
