@@ -99,7 +99,7 @@ class Config:
     # (pool_pre_ping). A connection that dies under a request anyway costs that
     # request one more try, not an error (webapp.db).
     DB_PING_AFTER_IDLE = 1.0
-    SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for the lock
+    SQLITE_BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits, in its worker's line and for the lock
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # largest request body, CSV uploads included
     # The Host names (any port) this app answers for; any other is a 400 (Flask 3.1),
     # so no URL the app builds (`next`, `Link`) can name a host an attacker sent. The

@@ -224,6 +224,7 @@ def test_a_sqlite_writer_waiting_for_another_process_asks_for_the_lock_every_hal
     # SQLite's busy handler would send one BEGIN and sleep up to 100 ms between its
     # own tries, through most of the moments another process's writers leave the lock free.
     from webapp.domain.models import Base
+    from webapp.engine import POLL_SECONDS
 
     Base.metadata.create_all(get_engine(sqlite_app))
     client = signed_in(sqlite_app).test_client()
@@ -242,20 +243,45 @@ def test_a_sqlite_writer_waiting_for_another_process_asks_for_the_lock_every_hal
     )
 
     with users_table_held(sqlite_app.config["DATABASE_URL"]):  # the writer of another process
+        started = time.monotonic()
         writer.start()
         assert _inside(writer, "_take_write_lock")
-        time.sleep(0.1)
+        time.sleep(0.04)  # within PATIENT_SECONDS: every try half a millisecond apart
     writer.join(timeout=10)
+    waited = time.monotonic() - started
 
     assert statuses == [201]
-    tries = statements.count("BEGIN IMMEDIATE")
-    assert tries >= 20  # 0.1 s at 0.5 ms a try, on a slow machine
-    begin = statements.index("BEGIN IMMEDIATE")
-    assert statements[begin - 1] == "PRAGMA busy_timeout = 0"
+    off = statements.index("PRAGMA busy_timeout = 0")
+    restored = statements.index(f"PRAGMA busy_timeout = {sqlite_app.config['SQLITE_BUSY_TIMEOUT_MS']}", off)
+    tries = statements[off + 1 : restored]
+    assert set(tries) == {"BEGIN IMMEDIATE"}
+    assert 5 <= len(tries) <= waited / POLL_SECONDS + 1  # many tries, none without its pause
     # Every other statement has SQLite's busy handler back.
-    restored = f"PRAGMA busy_timeout = {sqlite_app.config['SQLITE_BUSY_TIMEOUT_MS']}"
-    assert statements[begin + tries] == restored
-    assert statements[begin + tries + 1].startswith("INSERT INTO users")
+    assert statements[restored + 1].startswith("INSERT INTO users")
+
+
+def test_a_sqlite_writer_waits_in_line_and_for_the_lock_within_one_busy_timeout(make_app):
+    from webapp.domain.models import Base
+    from webapp.engine import _writers_queue
+
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=500)
+    Base.metadata.create_all(get_engine(app))
+    client = signed_in(app).test_client()
+    client.get("/api/users")  # the token is checked and cached
+    line = _writers_queue(make_url(app.config["DATABASE_URL"]).database)
+
+    with users_table_held(app.config["DATABASE_URL"]):  # another process holds the lock throughout
+        line.acquire()  # and a writer of this one is ahead in line, for 0.4 s
+        threading.Timer(0.4, line.release).start()
+        started = time.monotonic()
+        response = client.post("/api/users", json={"name": "Late", "email": "late@example.com"})
+        waited = time.monotonic() - started
+
+    assert_problem(response, 503)
+    assert 0.5 <= waited < 0.8  # 0.5 s in all, not 0.4 in line and 0.5 more for the lock
+    assert get_engine(app).pool.checkedin() == 1  # the requests' one connection, its busy timeout set back
+    with get_engine(app).connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
 
 
 def test_a_sqlite_writer_in_line_behind_a_stuck_one_gets_a_503_and_the_line_moves_on(make_app):

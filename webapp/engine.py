@@ -70,7 +70,7 @@ def engine_options(config: dict[str, Any], url: URL) -> dict[str, Any]:
             "check_same_thread": False,
             "factory": QueuingConnection,
             # SQLite's busy timeout, and the longest a writer waits for the others of
-            # its process (QueuingConnection).
+            # its process and then for the lock, the two waits together (QueuingConnection).
             "timeout": config["SQLITE_BUSY_TIMEOUT_MS"] / 1000,
         }
     elif url.get_backend_name() == "postgresql":
@@ -167,7 +167,7 @@ def _configure_sqlite(engine: Engine) -> None:
     pysqlite's own transaction handling starts transactions lazily with a plain
     BEGIN, which lets two writers both read and then collide on upgrading to a
     write lock ("database is locked", no waiting). We switch it off and emit BEGIN
-    IMMEDIATE ourselves, so writers queue on the busy timeout; reads of a
+    IMMEDIATE ourselves, so writers wait for the lock (QueuingConnection); reads of a
     read-only request (autocommit_engine) begin nothing.
 
     The BEGIN goes out just before the transaction's first statement, once
@@ -221,15 +221,15 @@ class QueuingConnection(sqlite3.Connection):
     and taken at once by a writer waiting for it (not strictly first come, first
     served). Only the writer holding it asks SQLite for the write lock, and while
     another process's writers have that, it asks again every POLL_SECONDS, without
-    the busy handler's sleeps. Both waits together are bounded by the busy timeout,
-    and running out of it is the same "database is locked" (a 503), so nothing else
-    changes for a writer.
+    the busy handler's sleeps. The busy timeout bounds the two waits together, and
+    running out of it is the same "database is locked" (a 503) as before.
     """
 
     def __init__(self, database: str, timeout: float = 5.0, *args: Any, **kwargs: Any) -> None:
         super().__init__(database, timeout, *args, **kwargs)  # sqlite3.connect's busy timeout, in seconds
         self._timeout = timeout
-        self._restore_busy_timeout = f"PRAGMA busy_timeout = {round(timeout * 1000)}"
+        (busy_ms,) = self.execute("PRAGMA busy_timeout").fetchone()  # as sqlite3 rounded it
+        self._restore_busy_timeout = f"PRAGMA busy_timeout = {busy_ms}"
         self._queue = _writers_queue(database)
         self._queued = False  # this connection's transaction holds the queue
 
@@ -243,6 +243,8 @@ class QueuingConnection(sqlite3.Connection):
         try:
             self._take_write_lock(cursor, deadline)
         except BaseException:
+            if self.in_transaction:  # begun, and then the busy timeout could not be set back
+                self.rollback()
             self._leave_queue()
             raise
 
@@ -250,18 +252,21 @@ class QueuingConnection(sqlite3.Connection):
         # Asked for without SQLite's busy handler, which sleeps up to 100 ms between
         # tries, and a create holds the lock for about a third of a millisecond: so the
         # one writer of this process that waits for it (the others of another process
-        # hold it) asks again every POLL_SECONDS instead.
-        cursor.execute("PRAGMA busy_timeout = 0")
+        # hold it) asks again every POLL_SECONDS instead, and less often once it has
+        # waited PATIENT_SECONDS (an import, a migration: a long hold).
+        started = time.monotonic()
         try:
+            cursor.execute("PRAGMA busy_timeout = 0")
             while True:
                 try:
                     cursor.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as error:
                     busy = getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY  # or BUSY_*
-                    if not busy or time.monotonic() >= deadline:
+                    now = time.monotonic()
+                    if not busy or now >= deadline:
                         raise
-                time.sleep(POLL_SECONDS)
+                time.sleep(POLL_SECONDS if now - started < PATIENT_SECONDS else LONG_POLL_SECONDS)
         finally:
             cursor.execute(self._restore_busy_timeout)
 
@@ -298,7 +303,10 @@ class QueuingConnection(sqlite3.Connection):
             self._queue.release()
 
 
-POLL_SECONDS = 0.0005  # a try costs about 3 µs, and only one writer per process makes them
+# A try costs about 3 µs, and only one writer per process makes them.
+POLL_SECONDS = 0.0005
+PATIENT_SECONDS = 0.05
+LONG_POLL_SECONDS = 0.005
 _queues: dict[str, threading.Lock] = {}
 _queues_lock = threading.Lock()
 
