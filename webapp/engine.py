@@ -228,7 +228,7 @@ class QueuingConnection(sqlite3.Connection):
     def __init__(self, database: str, timeout: float = 5.0, *args: Any, **kwargs: Any) -> None:
         super().__init__(database, timeout, *args, **kwargs)  # sqlite3.connect's busy timeout, in seconds
         self._timeout = timeout
-        (busy_ms,) = self.execute("PRAGMA busy_timeout").fetchone()  # as sqlite3 rounded it
+        (busy_ms,) = self.execute("PRAGMA busy_timeout").fetchone()  # as sqlite3 set it (truncated)
         self._restore_busy_timeout = f"PRAGMA busy_timeout = {busy_ms}"
         self._queue = _writers_queue(database)
         self._queued = False  # this connection's transaction holds the queue
