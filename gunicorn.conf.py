@@ -162,13 +162,17 @@ control_socket_disable = True
 def post_fork(server, worker):
     """A preloaded app built its engine in the master. Pooled connections must not be
     shared across processes: each worker forgets the inherited ones (close=False
-    leaves the parent's sockets alone) and opens its own."""
+    leaves the parent's sockets alone) and opens its own, and its pool gauges say so
+    at once, before its first request."""
     if not server.cfg.preload_app:
         return
     from webapp.db import binds
+    from webapp.ops import metrics
 
-    for engine, _ in binds(server.app.wsgi()).engines:
+    app = server.app.wsgi()
+    for engine, _ in binds(app).engines:
         engine.dispose(close=False)
+    metrics.refresh(app)
 
 
 def post_worker_init(worker):

@@ -11,6 +11,7 @@ from flask import jsonify
 from prometheus_client import REGISTRY
 from sqlalchemy import event, text
 
+from webapp import db
 from webapp.db import Session, get_engine
 from webapp.ops.metrics import REFRESH_SECONDS
 
@@ -102,6 +103,26 @@ def test_server_timing_counts_a_statement_that_failed(app, committing_client):
     assert response.status_code >= 500
     assert SERVER_TIMING.fullmatch(response.headers["Server-Timing"]).group(2) == str(len(seen))
     assert any("no_such_table" in statement for statement in seen)
+
+
+def test_every_kind_of_statement_is_counted_one_at_a_time_many_at_once_or_without_parameters(app):
+    counted = lambda: sample("webapp_db_statements_total", target="primary")  # noqa: E731
+    with app.app_context():
+        connection = Session().connection()  # connected, and begun, before the count starts
+        before = counted()
+        connection.exec_driver_sql("SELECT 1")
+        connection.execute(text("SELECT :n"), {"n": 1})
+        connection.execute(text("UPDATE users SET name = name WHERE id = :id"), [{"id": -1}, {"id": -2}])
+        assert counted() == before + 3
+
+
+def test_the_engines_listen_for_no_connection_event(app):
+    # An engine with any Connection event listener makes each of its connections join
+    # the engine's listeners and build a collection for every event it passes, about
+    # 160 Python calls of a get-by-id: the statements are hooked on the dialect
+    # instead (webapp/statements.py), the COMMIT on the dialect's do_commit (db.py).
+    engines = [get_engine(app), db.binds(app).reads]
+    assert [engine._has_events for engine in engines] == [False, False]
 
 
 def test_a_request_without_the_database_reports_zero_queries(client):

@@ -187,7 +187,7 @@ def init_app(app: Flask) -> None:
     engine = create_engine_from_config(app.config, app.instance_path)
     app_binds = app.extensions[_EXTENSION] = Binds(engine)
     app_binds.replicas = replicas_.from_config(app, app_binds.reads)
-    event.listen(engine, "commit", _commit_sent)
+    _note_commits(engine)
     if app_binds.replicas is not None:
         app.after_request(_stamp_writes)
     app.teardown_appcontext(remove_session)
@@ -269,10 +269,19 @@ def _retry_once(step: Step) -> Step:
     return run  # type: ignore[return-value]
 
 
-def _commit_sent(connection: Connection) -> None:
-    # From here on, a lost connection leaves the outcome unknown: no second try.
-    if has_app_context():
-        g.setdefault(_COMMIT_SENT, True)
+def _note_commits(engine: Engine) -> None:
+    """Mark the request whose COMMIT is about to be sent: from there on, a lost
+    connection leaves the outcome unknown, and it gets no second try. The dialect's
+    do_commit is wrapped, as SQLAlchemy's "commit" event would make every connection
+    of the engine pay for Connection events (webapp/statements.py)."""
+    commit = engine.dialect.do_commit
+
+    def do_commit(dbapi_connection: Any) -> None:
+        if has_app_context():
+            g.setdefault(_COMMIT_SENT, True)
+        commit(dbapi_connection)
+
+    engine.dialect.do_commit = do_commit  # type: ignore[method-assign]
 
 
 # SQLSTATEs of a transaction PostgreSQL aborted to break a deadlock or a

@@ -16,9 +16,9 @@ webapp/db.py): that would double the wait. The server rolls back the
 transaction of a connection that vanished, so nothing is half-written.
 
 What is waited for, and who records it, at no cost beyond a dict entry:
-* statements: the request report's own before/after_cursor_execute listeners
-  (webapp/ops/observability.py) record their start in `Watch.waiting` and take it
-  out when they end; a statement that fails is taken out by `_on_error` here;
+* statements: the request report's own statement hooks (webapp/ops/observability.py,
+  webapp/statements.py) record their start in `Watch.waiting` and take it out when
+  they end; a statement that fails is taken out by `_on_error` here;
 * COMMIT, ROLLBACK and the pool's ping: the dialect's do_commit, do_rollback and
   do_ping, wrapped here. A ping gets DB_CONNECT_TIMEOUT (a new connection would
   get no more), at most the deadline.

@@ -17,11 +17,11 @@ import time
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 
-from . import deadline
+from . import deadline, statements
 
 # An execution option of ours: begin no transaction (autocommit_engine).
 _NO_BEGIN = "webapp_no_begin"
@@ -122,8 +122,8 @@ def _configure_postgresql(engine: Engine, ping_after_idle: float) -> None:
     a connection that sat idle in the pool (DB_PING_AFTER_IDLE seconds or more).
 
     psycopg2 sends BEGIN before a connection's first statement unless it is in
-    autocommit mode, a client-side flag: we set it when such a transaction begins
-    and clear it when the connection goes back to the pool. (SQLAlchemy's own
+    autocommit mode, a client-side flag: we set it just before such a transaction's
+    first statement and clear it when the connection goes back to the pool. (SQLAlchemy's own
     isolation_level="AUTOCOMMIT" does the same, but resets the level by a call that
     can fail on a connection the server closed, and then never returns the
     connection to the pool.)
@@ -135,10 +135,11 @@ def _configure_postgresql(engine: Engine, ping_after_idle: float) -> None:
     that dies anyway under a request costs that request one more try (webapp.db).
     """
 
-    @event.listens_for(engine, "begin")
-    def on_begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(_NO_BEGIN):
-            connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+    def no_begin_for_reads(cursor: Any, context: Any) -> None:
+        if context.execution_options.get(_NO_BEGIN) and not cursor.connection.autocommit:
+            cursor.connection.autocommit = True
+
+    statements.of(engine).before.append(no_begin_for_reads)
 
     @event.listens_for(engine, "reset")
     def on_return(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
@@ -196,18 +197,17 @@ def _configure_sqlite(engine: Engine) -> None:
         if dbapi_connection is not None and (dbapi_connection.in_transaction or dbapi_connection.queued):
             dbapi_connection.rollback()
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def begin_at_first_statement(
-        connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-    ) -> None:
+    def begin_at_first_statement(cursor: Any, context: Any) -> None:
         # Begun on SQLAlchemy's side, not yet on SQLite's: a transaction's first statement.
         # (SQLAlchemy runs its first-connect checks with autobegin off: they begin nothing.)
         if (
             not cursor.connection.in_transaction
-            and connection.in_transaction()
-            and not connection.get_execution_options().get(_NO_BEGIN)
+            and context.root_connection.in_transaction()
+            and not context.execution_options.get(_NO_BEGIN)
         ):
             cursor.connection.begin_immediate(cursor)
+
+    statements.of(engine).before.append(begin_at_first_statement)
 
 
 class QueuingConnection(sqlite3.Connection):

@@ -23,10 +23,10 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from werkzeug.exceptions import ServiceUnavailable
 
-from .. import db, replicas
+from .. import db, replicas, statements
 
 # prometheus_client chose its storage when it was imported, by the same variable.
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
@@ -91,7 +91,6 @@ def init_app(app: Flask) -> None:
     for engine, target in binds.engines:
         _count_statements(engine, target)
     _refresher.watch(gauges)
-    event.listen(gauges.engine, "engine_disposed", gauges.refresh)  # post_fork, preloaded app
     for observers, count in ((db.session_opened, _count_opened), (db.session_removing, _count_removed)):
         if count not in observers:
             observers.append(count)
@@ -134,14 +133,20 @@ def metrics() -> Response:
     raise ServiceUnavailable("A worker's metrics file is being created; scrape again.")
 
 
+def refresh(app: Flask) -> None:
+    """Set `app`'s pool gauges from its pools as they are now: a worker does, once it
+    has replaced the pools it inherited from a preloading master (gunicorn.conf.py)."""
+    app.extensions[_EXTENSION].refresh()
+
+
 def _count_statements(engine: Engine, target: str) -> None:
     counter = STATEMENTS.labels(target)
 
-    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def count(cursor: Any, context: Any) -> None:
         if not context.execution_options.get(replicas.CHECK):  # the health checks are not the app's work
             counter.inc()
 
-    event.listen(engine, "before_cursor_execute", count)
+    statements.of(engine).before.append(count)
 
 
 class PoolGauges:

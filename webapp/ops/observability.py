@@ -2,13 +2,13 @@
 
 * `X-Request-ID`: the caller's or a fresh one (request_id.py), on every response;
 * `Server-Timing: db;dur=<ms>;desc="<n> queries"`: the statements this request
-  sent and the time spent in them, counted by an engine event; with read replicas
+  sent and the time spent in them, counted by a statement hook; with read replicas
   configured, `desc="<n> queries on replica"` (or `on primary`) names where they went;
 * one log line, on the `webapp.requests` logger: request id, method, path, status,
   duration and query count, so that a client's report can be found in the logs;
 * the request counter and latency histogram of metrics.py;
 * and, on PostgreSQL, what each connection waits for, for the statement deadline
-  (deadline.py): the same two listeners that time the statements record it.
+  (deadline.py): the same two hooks that time the statements record it.
 
 All of it is one WSGI middleware around the Flask app rather than Flask hooks: it
 sees every request, those Flask refuses before any hook runs included, and costs a
@@ -28,13 +28,12 @@ from urllib.parse import quote
 from flask import Flask, has_request_context, request
 from sqlalchemy import event
 
-from .. import db, deadline, replicas
+from .. import db, deadline, replicas, statements
 from . import metrics, request_id
 
 log = logging.getLogger("webapp.requests")
 
 StartResponse = Callable[..., Any]
-Listener = Callable[..., None]
 
 
 @dataclass
@@ -49,7 +48,7 @@ class RequestStats:
     targets: set[str] | None = None  # with replicas: where the statements went
 
 
-# The request this thread is serving, for the statement listeners.
+# The request this thread is serving, for the statement hooks.
 _current = threading.local()
 
 
@@ -57,11 +56,12 @@ def init_app(app: Flask) -> None:
     """Time and count every request of `app` and the statements it sends."""
     binds = db.binds(app)
     for engine, target in binds.engines:
-        started, ended = _statement_listeners(target if binds.replicas is not None else None, deadline.of(engine))
-        # First, so that a statement's time includes what other listeners do before it
+        started, ended = _statement_hooks(target if binds.replicas is not None else None, deadline.of(engine))
+        hooks = statements.of(engine)
+        # First, so that a statement's time includes what other hooks do before it
         # (on SQLite, waiting for the write lock: webapp/engine.py).
-        event.listen(engine, "before_cursor_execute", started, insert=True)
-        event.listen(engine, "after_cursor_execute", ended)
+        hooks.before.insert(0, started)
+        hooks.after.append(ended)
         event.listen(engine, "handle_error", _statement_ended)  # a failed statement took time too
     app.wsgi_app = RequestReport(app.wsgi_app)  # type: ignore[method-assign]
 
@@ -112,14 +112,15 @@ class RequestReport:
             )
 
 
-def _statement_listeners(target: str | None, watched: deadline.Watch | None) -> tuple[Listener, Listener]:
-    """before/after_cursor_execute for one engine: each statement counted and timed for
-    its request; with replicas, `target` says where it went; on PostgreSQL, `watched`
-    is told what the connection waits for (the deadline's watchdog reads it)."""
+def _statement_hooks(target: str | None, watched: deadline.Watch | None) -> tuple[statements.Hook, statements.Hook]:
+    """The before and after hooks of one engine's statements (webapp/statements.py):
+    each statement counted and timed for its request; with replicas, `target` says
+    where it went; on PostgreSQL, `watched` is told what the connection waits for
+    (the deadline's watchdog reads it)."""
     waiting = watched.waiting if watched is not None else None
     acquire, release = deadline.lock.acquire, deadline.lock.release  # half the cost of `with`, per statement
 
-    def started(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def started(cursor: Any, context: Any) -> None:
         now = time.perf_counter()
         if waiting is not None:
             waiting[cursor.connection] = now
@@ -134,7 +135,7 @@ def _statement_listeners(target: str | None, watched: deadline.Watch | None) -> 
                     stats.targets = set()
                 stats.targets.add(target)
 
-    def ended(conn: Any, cursor: Any, *args: Any) -> None:
+    def ended(cursor: Any, context: Any) -> None:
         if waiting is not None:
             acquire()  # after this the connection may go back to the pool: see deadline.py
             try:

@@ -1,0 +1,83 @@
+"""Hooks around every statement an engine sends, for the app's own bookkeeping.
+
+SQLAlchemy's before_cursor_execute and after_cursor_execute are Connection events,
+and a Connection event listened for on an engine costs every connection the
+engine hands out, not only its statements: each connection joins the engine's
+listeners to its own and builds a listener collection for every event it passes
+(begin, execute, cursor execute, rollback, commit), about 160 Python calls of a
+get-by-id here, whichever events are listened for (docs/benchmarks.md). Dialect
+events belong to the engine's dialect and are looked up on it directly: one
+`do_execute` listener (and its executemany and no-parameters twins) runs the hooks
+registered for the engine around the driver's call. So the app listens for no
+Connection event at all; the COMMIT it needs to know about is the dialect's
+do_commit, wrapped (webapp/db.py).
+
+A hook is called with the DBAPI cursor and SQLAlchemy's execution context:
+`before` hooks in order just before the statement goes to the driver, `after`
+hooks once it returned. A statement that fails is reported by the dialect's
+handle_error event, as before.
+"""
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+Hook = Callable[[Any, Any], None]
+
+
+class Hooks:
+    """What runs around each statement of one engine (and of its execution_options copies)."""
+
+    def __init__(self) -> None:
+        self.before: list[Hook] = []
+        self.after: list[Hook] = []
+
+
+_lock = threading.Lock()
+_by_dialect: "weakref.WeakKeyDictionary[Any, Hooks]" = weakref.WeakKeyDictionary()
+
+
+def of(engine: Engine) -> Hooks:
+    """The hooks of `engine`, listened for on its dialect the first time they are asked for."""
+    with _lock:
+        hooks = _by_dialect.get(engine.dialect)
+        if hooks is None:
+            hooks = _by_dialect[engine.dialect] = Hooks()
+            _listen(engine, hooks)
+    return hooks
+
+
+def _listen(engine: Engine, hooks: Hooks) -> None:
+    dialect, before, after = engine.dialect, hooks.before, hooks.after
+
+    # Each returns True: the statement was sent here, by the dialect's own method.
+    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        for hook in before:
+            hook(cursor, context)
+        dialect.do_execute(cursor, statement, parameters, context)
+        for hook in after:
+            hook(cursor, context)
+        return True
+
+    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        for hook in before:
+            hook(cursor, context)
+        dialect.do_executemany(cursor, statement, parameters, context)
+        for hook in after:
+            hook(cursor, context)
+        return True
+
+    def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        for hook in before:
+            hook(cursor, context)
+        dialect.do_execute_no_params(cursor, statement, context)
+        for hook in after:
+            hook(cursor, context)
+        return True
+
+    event.listen(engine, "do_execute", do_execute)
+    event.listen(engine, "do_executemany", do_executemany)
+    event.listen(engine, "do_execute_no_params", do_execute_no_params)
