@@ -123,10 +123,10 @@ def _configure_postgresql(engine: Engine, ping_after_idle: float) -> None:
 
     psycopg2 sends BEGIN before a connection's first statement unless it is in
     autocommit mode, a client-side flag: we set it just before such a transaction's
-    first statement and clear it when the connection goes back to the pool. (SQLAlchemy's own
-    isolation_level="AUTOCOMMIT" does the same, but resets the level by a call that
-    can fail on a connection the server closed, and then never returns the
-    connection to the pool.)
+    first statement and clear it when the connection goes back to the pool.
+    (SQLAlchemy's own isolation_level="AUTOCOMMIT" does the same, but resets the
+    level by a call that can fail on a connection the server closed, and then never
+    returns the connection to the pool.)
 
     A restart or an idle cut-off kills connections while they wait in the pool; a
     dead one found by the ping is replaced before the request sees it. A connection
