@@ -136,7 +136,7 @@ def _configure_postgresql(engine: Engine, ping_after_idle: float) -> None:
     """
 
     def no_begin_for_reads(cursor: Any, context: Any) -> None:
-        if context.execution_options.get(_NO_BEGIN) and not cursor.connection.autocommit:
+        if context.root_connection.get_execution_options().get(_NO_BEGIN) and not cursor.connection.autocommit:
             cursor.connection.autocommit = True
 
     statements.of(engine).before.append(no_begin_for_reads)
@@ -203,7 +203,7 @@ def _configure_sqlite(engine: Engine) -> None:
         if (
             not cursor.connection.in_transaction
             and context.root_connection.in_transaction()
-            and not context.execution_options.get(_NO_BEGIN)
+            and not context.root_connection.get_execution_options().get(_NO_BEGIN)
         ):
             cursor.connection.begin_immediate(cursor)
 

@@ -4,7 +4,7 @@ SQLAlchemy's before_cursor_execute and after_cursor_execute are Connection event
 and a Connection event listened for on an engine costs every connection the
 engine hands out, not only its statements: each connection joins the engine's
 listeners to its own and builds a listener collection for every event it passes
-(begin, execute, cursor execute, rollback, commit), about 160 Python calls of a
+(connect, begin, execute, cursor execute, rollback), about 140 Python calls of a
 get-by-id here, whichever events are listened for (docs/benchmarks.md). Dialect
 events belong to the engine's dialect and are looked up on it directly: one
 `do_execute` listener (and its executemany and no-parameters twins) runs the hooks
@@ -15,7 +15,12 @@ do_commit, wrapped (webapp/db.py).
 A hook is called with the DBAPI cursor and SQLAlchemy's execution context:
 `before` hooks in order just before the statement goes to the driver, `after`
 hooks once it returned. A statement that fails is reported by the dialect's
-handle_error event, as before.
+handle_error event, as before. Returning True from a do_execute listener ends
+SQLAlchemy's loop over them, so these must stay the engine's only ones.
+
+Unlike Connection events, dialect events also see the checks SQLAlchemy runs on
+an engine's first connection (the server's version and settings): `is_setup`
+tells them apart, for the hooks that count a request's statements.
 """
 
 import threading
@@ -38,6 +43,12 @@ class Hooks:
 
 _lock = threading.Lock()
 _by_dialect: "weakref.WeakKeyDictionary[Any, Hooks]" = weakref.WeakKeyDictionary()
+
+
+def is_setup(context: Any) -> bool:
+    """Whether the statement is one of SQLAlchemy's first-connect checks, which run
+    on a connection of its own with autobegin off (a private flag: no public one says so)."""
+    return context.root_connection._allow_autobegin is False
 
 
 def of(engine: Engine) -> Hooks:

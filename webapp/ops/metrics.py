@@ -143,10 +143,12 @@ def _count_statements(engine: Engine, target: str) -> None:
     counter = STATEMENTS.labels(target)
 
     def count(cursor: Any, context: Any) -> None:
-        if not context.execution_options.get(replicas.CHECK):  # the health checks are not the app's work
+        # The replica health checks and SQLAlchemy's first-connect checks are not the app's work.
+        if not context.execution_options.get(replicas.CHECK) and not statements.is_setup(context):
             counter.inc()
 
-    statements.of(engine).before.append(count)
+    # Before the backend's own hooks: a statement whose BEGIN IMMEDIATE timed out was sent too.
+    statements.of(engine).before.insert(0, count)
 
 
 class PoolGauges:

@@ -124,8 +124,8 @@ def _statement_hooks(target: str | None, watched: deadline.Watch | None) -> tupl
         now = time.perf_counter()
         if waiting is not None:
             waiting[cursor.connection] = now
-        if target is not None and context.execution_options.get(replicas.CHECK):
-            return  # the replica checker's own statements belong to no request
+        if (target is not None and context.execution_options.get(replicas.CHECK)) or statements.is_setup(context):
+            return  # the replica checker's and SQLAlchemy's own first-connect checks belong to no request
         stats = getattr(_current, "stats", None)
         if stats is not None:
             stats.queries += 1
