@@ -64,31 +64,19 @@ def of(engine: Engine) -> Hooks:
 def _listen(engine: Engine, hooks: Hooks) -> None:
     dialect, before, after = engine.dialect, hooks.before, hooks.after
 
-    # Each returns True: the statement was sent here, by the dialect's own method.
-    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        for hook in before:
-            hook(cursor, context)
-        dialect.do_execute(cursor, statement, parameters, context)
-        for hook in after:
-            hook(cursor, context)
-        return True
+    def sending(method: str) -> Callable[..., bool]:
+        # The listener of the dialect event of the same name: (cursor, statement,
+        # [parameters,] context), the statement sent by the dialect's own method.
+        def send(cursor: Any, *rest: Any) -> bool:
+            context = rest[-1]
+            for hook in before:
+                hook(cursor, context)
+            getattr(dialect, method)(cursor, *rest)
+            for hook in after:
+                hook(cursor, context)
+            return True  # sent: SQLAlchemy sends nothing more
 
-    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        for hook in before:
-            hook(cursor, context)
-        dialect.do_executemany(cursor, statement, parameters, context)
-        for hook in after:
-            hook(cursor, context)
-        return True
+        return send
 
-    def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
-        for hook in before:
-            hook(cursor, context)
-        dialect.do_execute_no_params(cursor, statement, context)
-        for hook in after:
-            hook(cursor, context)
-        return True
-
-    event.listen(engine, "do_execute", do_execute)
-    event.listen(engine, "do_executemany", do_executemany)
-    event.listen(engine, "do_execute_no_params", do_execute_no_params)
+    for method in ("do_execute", "do_executemany", "do_execute_no_params"):
+        event.listen(engine, method, sending(method))
