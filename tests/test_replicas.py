@@ -212,6 +212,17 @@ def test_metrics_count_statements_by_target_and_show_the_replica(replicated):
     assert re.search(rf'webapp_db_replica_lag_seconds\{{replica="{re.escape(name)}"\}} \d', text_)
 
 
+def test_the_replica_engines_listen_for_no_connection_event(replicated):
+    # As for the primary's (test_observability.py): a replica's statements, health
+    # checks included, are hooked on its dialect, so its connections build no
+    # listener collections (webapp/statements.py).
+    replicas = binds(replicated).replicas.all
+    replicated.test_client().get("/api/users")  # every hook in place and used
+
+    assert replicas
+    assert [(r.engine._has_events, r.reads._has_events) for r in replicas] == [(False, False)] * len(replicas)
+
+
 # -- health -------------------------------------------------------------------------
 
 
