@@ -32,10 +32,14 @@ from .conditional import etag, expected_versions, not_modified
 
 def user_response(user: Any, status: int = 200) -> Response:
     """The user (a User, or a row of its columns) as JSON, with its ETag."""
-    response = jsonify(user_schema.dump(getattr(user, "_mapping", user)))
+    response = jsonify(user_one.one(getattr(user, "_mapping", user)))
     response.status_code = status
     response.set_etag(etag(user.id, user.version))
     return response
+
+
+# user_schema's dump, its decisions taken once (a User object goes to schema.dump).
+user_one = Dumper(user_schema)
 
 
 @bp.get("/users")
