@@ -3,6 +3,7 @@
 import pytest
 
 from webapp.db import Session
+from webapp.domain import accounts
 
 from helpers import add_account, client_class
 
@@ -69,6 +70,47 @@ def test_restore_takes_the_last_state_before_the_deletion(client, deleted):
     body = client.post(f"/api/users/{user_id}/restore").get_json()
 
     assert body["name"] == "Ada King"
+
+
+def test_no_tag_from_before_the_deletion_matches_the_restored_user(client):
+    created = client.post("/api/users", json=ADA)
+    user_id, created_tag = created.get_json()["id"], created.headers["ETag"]
+    renamed_tag = client.patch(f"/api/users/{user_id}", json={"name": "Ada King"}).headers["ETag"]
+    client.delete(f"/api/users/{user_id}")
+
+    restored = client.post(f"/api/users/{user_id}/restore")
+
+    assert restored.headers["ETag"] not in (created_tag, renamed_tag)
+    for stale in (created_tag, renamed_tag):
+        response = client.patch(f"/api/users/{user_id}", json={"name": "Lost Update"}, headers={"If-Match": stale})
+        assert response.status_code == 412
+    assert client.get(f"/api/users/{user_id}").get_json()["name"] == "Ada King"
+    current = client.patch(
+        f"/api/users/{user_id}", json={"name": "Ada"}, headers={"If-Match": restored.headers["ETag"]}
+    )
+    assert current.status_code == 200
+
+
+def test_a_second_restore_still_takes_no_tag_of_an_earlier_life(client, deleted):
+    user_id = deleted["id"]
+    seen = {client.post(f"/api/users/{user_id}/restore").headers["ETag"]}
+    client.delete(f"/api/users/{user_id}")
+
+    again = client.post(f"/api/users/{user_id}/restore").headers["ETag"]
+
+    assert again not in seen
+
+
+def test_restore_gives_back_the_created_at_of_an_admin_made_at_setup(app, client, rolled_back):
+    with app.app_context():
+        admin, _ = accounts.make_admin("ann@example.com", "Ann Admin", "admin-pw-123")
+        user_id = admin.id
+    created_at = client.get(f"/api/users/{user_id}").get_json()["created_at"]
+    assert client.delete(f"/api/users/{user_id}").status_code == 204
+
+    body = client.post(f"/api/users/{user_id}/restore").get_json()
+
+    assert body["created_at"] == created_at
 
 
 def test_restore_refuses_when_the_email_was_taken_since(client, store, deleted):

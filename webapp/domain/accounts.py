@@ -209,7 +209,8 @@ def make_admin(email: str, name: str | None, password: str) -> tuple[User, bool]
     user = session.scalars(select(User).where(User.email == email)).one_or_none()
     created = user is None
     if user is None:
-        user = User(email=email, name=name or email.split("@")[0])
+        now = utcnow()  # one stamp for both, as a create gives
+        user = User(email=email, name=name or email.split("@")[0], created_at=now, updated_at=now)
         session.add(user)
     elif name:
         user.name = name

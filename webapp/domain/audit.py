@@ -118,16 +118,12 @@ def _json_builders(dialect: str) -> tuple[Any, Any]:
 
 def _after_flush(session: OrmSession, flush_context: Any) -> None:
     # After the flush, ids exist; the new/dirty/deleted sets and attribute
-    # history still describe what the flush just wrote.
-    record(
-        session,
-        "insert",
-        (
-            (u.id, insert_changes({f: getattr(u, f) for f in AUDITED}, u.password_hash is not None))
-            for u in session.new
-            if isinstance(u, User)
-        ),
-    )
+    # history still describe what the flush just wrote. An insert's row is stamped
+    # with the user's own created_at, as a create's is: a restore gives that back.
+    for u in session.new:
+        if isinstance(u, User):
+            changes = insert_changes({f: getattr(u, f) for f in AUDITED}, u.password_hash is not None)
+            record(session, "insert", [(u.id, changes)], at=u.created_at)
     record(
         session, "update", ((u.id, changes) for u in session.dirty if isinstance(u, User) and (changes := _changes(u)))
     )

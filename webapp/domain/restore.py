@@ -2,7 +2,8 @@
 
 A delete's audit row keeps the user's last state ({field: [old, null]}), so the
 user can be written again under the same id, and the history goes on where it
-stopped: the restore is a row of its own. What the history never holds stays
+stopped: the restore is a row of its own. So does the version, which ETags are
+made of: a tag handed out before the deletion must not match the restored user. What the history never holds stays
 lost: the password (the restored user signs in once an admin sets one) and the
 API tokens, which went with the user.
 """
@@ -29,6 +30,10 @@ _LAST_DELETE = (
 _FIRST_CREATED = select(func.min(_audit.c.at)).where(
     _audit.c.user_id == bindparam("user_id"), _audit.c.action == "insert"
 )
+# Every write that bumps a version leaves an audit row (audit.py), so a user's
+# version never exceeds the number of rows the history holds for their id: one
+# more than that names no version this id ever had, in any of its lives.
+_WRITES = select(func.count()).select_from(_audit).where(_audit.c.user_id == bindparam("user_id"))
 _HOLDER = select(_users.c.id, _users.c.name).where(_users.c.email == bindparam("email"))
 _INSERT = insert(_users).returning(*_users.c)
 
@@ -77,10 +82,10 @@ def restore_user(user_id: int) -> Row[Any]:
         raise EmailTakenSince(values["email"], holder)
     now = utcnow()
     created = session.scalar(_FIRST_CREATED, {"user_id": user_id}) or now
+    version = (session.scalar(_WRITES, {"user_id": user_id}) or 0) + 1
+    row = {"id": user_id, **values, "created_at": created, "updated_at": now, "version": version, "password_hash": None}
     try:
-        user = session.execute(
-            _INSERT, {"id": user_id, **values, "created_at": created, "updated_at": now, "password_hash": None}
-        ).one()
+        user = session.execute(_INSERT, row).one()
         audit.record(session, "restore", [(user_id, {name: [None, values[name]] for name in audit.AUDITED})], at=now)
         session.commit()
     except IntegrityError as error:  # a concurrent restore, or a create that took the email
