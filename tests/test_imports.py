@@ -18,7 +18,7 @@ from webapp import db
 from webapp.bulk import imports, reports, staging, validation
 from webapp.bulk.imports import BATCH_SIZE
 from webapp.domain.models import User, import_reports_table
-from webapp.domain.schemas import UserSchema, user_schema
+from webapp.domain.schemas import UserSchema, imported_user_schema
 
 from helpers import BOUNDED, assert_problem
 
@@ -107,11 +107,14 @@ def loaded(load, item):
 @settings(BOUNDED, max_examples=300)
 @given(
     item=st.fixed_dictionaries({"name": st.text(max_size=110), "email": st.emails() | st.text(max_size=30)})
-    | st.dictionaries(st.sampled_from(["name", "email", "role", "id"]), st.text(max_size=20) | st.integers())
+    | st.dictionaries(
+        st.sampled_from(["name", "email", "role", "password", "id"]),
+        st.sampled_from(["member", "admin"]) | st.text(max_size=20) | st.integers(),
+    )
     | st.text(max_size=5)
 )
 def test_an_import_row_is_loaded_exactly_as_the_schema_loads_it(item):
-    assert loaded(validation.load_user, item) == loaded(user_schema.load, item)
+    assert loaded(validation.load_user, item) == loaded(imported_user_schema.load, item)
 
 
 def test_a_schema_with_a_hook_is_loaded_by_load_itself():
@@ -519,6 +522,24 @@ def test_a_json_import_ignores_the_same_fields(store, client):
     response = client.post("/api/users/import", json=items)
 
     assert response.status_code == 201
+    assert store.users() == [("Ada", "ada@example.com")]
+
+
+def test_a_json_import_makes_members_and_refuses_an_admin_or_a_password_by_line(store, client):
+    items = [
+        {"name": "Ada", "email": "ada@example.com", "role": "member"},  # as GET /api/users answers
+        {"name": "Root", "email": "root@example.com", "role": "admin"},
+        {"name": "Pat", "email": "pat@example.com", "password": "long enough"},
+    ]
+
+    response = client.post("/api/users/import?mode=partial", json=items)
+
+    report = response.get_json()
+    assert response.status_code == 201 and report["created"] == 1
+    assert [(r["line"], r["field"], r["message"]) for r in report["rejected"]] == [
+        (2, "role", "An import makes members: make an admin with PATCH /api/users/<id>."),
+        (3, "password", "An import sets no passwords: set one with PATCH /api/users/<id>."),
+    ]
     assert store.users() == [("Ada", "ada@example.com")]
 
 

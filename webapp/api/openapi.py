@@ -373,6 +373,8 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                 "tags": ["users"],
                 "summary": "Create users in bulk",
                 "description": "A CSV file (header `name,email`, any order) or a JSON array of users. "
+                "An import makes members without a password: an item with another `role` or a "
+                "`password` is rejected by line. "
                 "`atomic` writes nothing unless every row is valid and new; `partial` writes "
                 "the valid rows and reports the others by line.",
                 "parameters": [{"in": "query", "schema": ImportArgsSchema}],

@@ -1,5 +1,6 @@
-"""An import's rows validated by UserSchema, as a single create validates its body,
-and gathered into batches for the stage.
+"""An import's rows validated by ImportedUserSchema (UserSchema's fields, as a
+single create validates its body, and members only), and gathered into batches
+for the stage.
 
 Pure Python: it runs in the import's read-ahead thread, which must not touch the
 session (see readahead).
@@ -11,7 +12,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, missing
 
-from ..domain.schemas import user_schema
+from ..domain.schemas import imported_user_schema
 from .staging import StagedRow
 
 # How a rejection's field reads to a person: "_row" is the line as a whole.
@@ -78,7 +79,7 @@ def row_loader(schema: Schema, names: tuple[str, ...]) -> Callable[[Any], dict[s
     return load
 
 
-load_user = row_loader(user_schema, COLUMNS)
+load_user = row_loader(imported_user_schema, COLUMNS)
 
 
 def batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:

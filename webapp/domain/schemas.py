@@ -129,6 +129,25 @@ class UserSchema(RecordSchema):
     updated_at = fields.DateTime(dump_only=True, format="iso", metadata={"description": "UTC."})
 
 
+def _no_password(value: Any) -> None:
+    raise ValidationError("An import sets no passwords: set one with PATCH /api/users/<id>.")
+
+
+class ImportedUserSchema(UserSchema):
+    """One user of a bulk import. An import makes members without a password (the
+    stage holds a name and an email), so a JSON item that asks for more is refused
+    by line and field, where dropping it would store a member the caller did not ask for."""
+
+    class Meta:
+        unknown = RAISE
+        exclude = ("current_password",)
+
+    role = fields.String(
+        validate=validate.Equal("member", error="An import makes members: make an admin with PATCH /api/users/<id>.")
+    )
+    password = fields.Raw(load_only=True, validate=_no_password)
+
+
 class UserFormSchema(Schema):
     """The edit form: name and email (name only for a member's own page) and the
     version the form was rendered from."""
@@ -451,6 +470,7 @@ class AuditPageSchema(Schema):
 
 
 user_schema = UserSchema()
+imported_user_schema = ImportedUserSchema()
 user_form_schema = UserFormSchema()
 page_args_schema = PageArgsSchema()
 search_args_schema = SearchArgsSchema()
