@@ -160,6 +160,46 @@ def test_a_member_needs_the_current_password_to_set_a_new_one_through_the_api(as
     assert store.scalar(select(User.password_hash).where(User.id == member.user_id)) == before
 
 
+@pytest.mark.parametrize(
+    "current, message",
+    [(None, "Give your current password to set a new one."), ("wrong-password", "This is not your current password.")],
+    ids=["missing", "wrong"],
+)
+def test_the_api_says_whether_the_current_password_was_missing_or_wrong(as_member, member, current, message):
+    body = {"password": "a-new-password"} | ({"current_password": current} if current is not None else {})
+
+    problem = assert_problem(as_member.patch(f"/api/users/{member.user_id}", json=body), 422)
+
+    assert problem["errors"] == {"current_password": [message]}
+
+
+def test_wrong_current_passwords_count_as_failed_sign_ins(app, as_member, member, store):
+    # Whoever holds a member's token must not get unlimited guesses at their password.
+    before = store.scalar(select(User.password_hash).where(User.id == member.user_id))
+    wrong = {"password": "a-new-password", "current_password": "wrong-password"}
+    statuses = [as_member.patch(f"/api/users/{member.user_id}", json=wrong).status_code for _ in range(5)]
+
+    right = {"password": "a-new-password", "current_password": MEMBER_PASSWORD}
+    refused = as_member.patch(f"/api/users/{member.user_id}", json=right)
+
+    assert statuses == [422] * 5
+    assert_problem(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0
+    assert store.scalar(select(User.password_hash).where(User.id == member.user_id)) == before
+    basic = anonymous(app).post("/api/tokens", json={"name": "t"}, auth=("mia@example.com", MEMBER_PASSWORD))
+    assert basic.status_code == 429  # signing in is refused for the email too
+
+
+def test_wrong_current_passwords_on_the_page_count_as_failed_sign_ins(as_member, member):
+    forms = Forms(as_member)
+    page = f"/users/{member.user_id}"
+    wrong = {"current_password": "wrong-password", "password": "a-new-password", "password_again": "a-new-password"}
+
+    statuses = [forms.post(f"{page}/password", wrong, page=page).status_code for _ in range(6)]
+
+    assert statuses == [422] * 5 + [429]
+
+
 def test_a_member_changes_their_password_through_their_page(app, as_member, member):
     forms = Forms(as_member)
     page = f"/users/{member.user_id}"

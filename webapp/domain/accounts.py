@@ -95,10 +95,25 @@ def _dummy_hash(method: str) -> str:
     return generate_password_hash(secrets.token_hex(16), method=method)
 
 
-def password_is(user_id: int, password: str | None) -> bool:
-    """Whether `password` is the user's password (a user changing it proves it)."""
+def password_is(user_id: int, password: str) -> bool:
+    """Whether `password` is the user's password (a user changing it proves it).
+
+    A wrong one counts as a failed sign-in for the user's email, and once they
+    are too many TooManyFailures is raised, as signing in does: whoever holds a
+    member's token or an open session must not get unlimited guesses at the
+    password that would let them sign in anywhere. Commits the count.
+    """
     user = find_user(user_id)
-    return password is not None and password_matches(user.password_hash if user else None, password)
+    if user is None:
+        return False
+    wait = _seconds_refused(user.email)
+    if wait:
+        raise TooManyFailures(wait)
+    if password_matches(user.password_hash, password):
+        return True
+    _count_failure(user.email)
+    Session().commit()
+    return False
 
 
 # -- signing in -------------------------------------------------------------------
