@@ -284,6 +284,10 @@ def operations() -> dict[str, tuple[str, dict[str, Any]]]:
                     "404": not_found,
                     "412": stale,
                     **body_errors,
+                    "429": _problem(
+                        "A member's current password was wrong too many times: the sign-in throttle.",
+                        headers={"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+                    ),
                     "503": unavailable,
                 },
             },
