@@ -145,7 +145,7 @@ class ImportedUserSchema(UserSchema):
     role = fields.String(
         validate=validate.Equal("member", error="An import makes members: make an admin with PATCH /api/users/<id>.")
     )
-    password = fields.Raw(load_only=True, validate=_no_password)
+    password = fields.String(load_only=True, validate=_no_password)
 
 
 class UserFormSchema(Schema):
