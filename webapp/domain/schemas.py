@@ -69,12 +69,15 @@ class DecimalInteger(fields.Integer):
     space or leading zero. marshmallow's Integer reads strings with int(), which
     also takes "٥٧" (Arabic-Indic), "+57", " 57 ", "5_7" and "057": a query or a
     form's hidden version written any of those ways would name a number it does
-    not spell."""
+    not spell. A number with a fraction (7.5) is refused too, where Integer would
+    cut it to 7."""
 
     _DECIMAL = re.compile(r"0|[1-9][0-9]{0,17}")
 
     def _validated(self, value: Any) -> int:
         if isinstance(value, str) and not self._DECIMAL.fullmatch(value):
+            raise self.make_error("invalid", input=value)
+        if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid", input=value)
         return super()._validated(value)
 
