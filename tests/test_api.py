@@ -199,6 +199,7 @@ def test_delete_is_204_and_the_user_is_gone(store, client):
     response = client.delete(f"/api/users/{user_id}")
 
     assert response.status_code == 204 and response.data == b""
+    assert "Content-Type" not in response.headers  # no body, so no type
     assert store.users() == []
     assert_problem(client.get(f"/api/users/{user_id}"), 404)
 

@@ -42,6 +42,13 @@ def options_response() -> Response:
     """The answer to OPTIONS on any route: 204, and Allow listing its methods
     (Flask's default is a 200 with an empty HTML body)."""
     methods = request_ctx.url_adapter.allowed_methods()  # type: ignore[union-attr]  # a route matched
-    response = Response(status=204, headers={"Allow": ", ".join(sorted(methods))})
-    del response.headers["Content-Type"]  # no body, so no type
+    response = no_content()
+    response.headers["Allow"] = ", ".join(sorted(methods))
+    return response
+
+
+def no_content() -> Response:
+    """A 204: no body, so no Content-Type (Flask would give an empty body text/html)."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
     return response

@@ -7,6 +7,7 @@ from marshmallow import ValidationError
 from .. import auth
 from ..domain import accounts
 from ..domain.schemas import sign_in_schema, token_schema
+from ..routing import no_content
 from . import bp
 
 
@@ -50,8 +51,8 @@ def list_tokens() -> Response:
 
 
 @bp.delete("/tokens/<id:token_id>")
-def revoke_token(token_id: int) -> tuple[str, int]:
+def revoke_token(token_id: int) -> Response:
     """Revoke one of your tokens (an admin: anyone's). 404 if there is none such."""
     accounts.revoke(token_id, auth.account())
     auth.forget_token(token_id)
-    return "", 204
+    return no_content()

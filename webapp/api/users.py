@@ -26,6 +26,7 @@ from ..domain.schemas import (
     user_schema,
 )
 from ..errors import InvalidInput, problem
+from ..routing import no_content
 from . import bp
 from .conditional import etag, expected_versions, not_modified
 
@@ -128,11 +129,11 @@ MEMBER_MAY_CHANGE = frozenset({"name", "password", "current_password"})
 
 
 @bp.delete("/users/<id:user_id>")
-def delete_user(user_id: int) -> tuple[str, int]:
+def delete_user(user_id: int) -> Response:
     auth.require_admin("delete users")
     users.delete_user(user_id, expected_versions(user_id))
     auth.forget_user(user_id)
-    return "", 204
+    return no_content()
 
 
 @bp.post("/users/<id:user_id>/restore")
