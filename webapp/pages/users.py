@@ -113,7 +113,7 @@ def too_large(error: RequestEntityTooLarge) -> Response | tuple[str, int]:
     if request.endpoint != "pages.import_users":
         return error_response(error)
     limit = f"{current_app.config['MAX_CONTENT_LENGTH'] / 1024 / 1024:g} MiB"
-    message = f"The file is larger than {limit}. Import it with `flask --app wsgi import-users FILE`."
+    message = f"The file is larger than {limit}. Import it with: flask --app wsgi import-users FILE"
     return render_template("users/import.html", mode="atomic", error=message), 413
 
 
