@@ -119,7 +119,7 @@ def error_response(error: HTTPException) -> Response:
     response.headers.update(getattr(error, "response_headers", {}))
     valid_methods = getattr(error, "valid_methods", None)  # a MethodNotAllowed's
     if valid_methods:
-        response.headers["Allow"] = ", ".join(valid_methods)
+        response.headers["Allow"] = ", ".join(sorted(valid_methods))  # as OPTIONS lists them
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
