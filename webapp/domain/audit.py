@@ -56,11 +56,18 @@ def record(
     session: OrmSession, action: str, entries: Iterable[tuple[int, dict[str, list[Any]]]], at: datetime | None = None
 ) -> None:
     """Write audit rows for (user id, {field: [old, new]}) pairs in the session's transaction."""
-    rows = [{"user_id": user_id, "action": action, "changes": changes} for user_id, changes in entries]
+    at = at or utcnow()
+    _write(
+        session, [{"user_id": user_id, "action": action, "changes": changes, "at": at} for user_id, changes in entries]
+    )
+
+
+def _write(session: OrmSession, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` in one statement, each stamped with this request's id and actor."""
     if rows:
-        at, rid, actor = at or utcnow(), request_id.current(), acting_user_id()
+        rid, actor = request_id.current(), acting_user_id()
         for row in rows:
-            row["at"], row["request_id"], row["actor_id"] = at, rid, actor
+            row["request_id"], row["actor_id"] = rid, actor
         session.connection().execute(INSERT, rows)
 
 
@@ -120,10 +127,19 @@ def _after_flush(session: OrmSession, flush_context: Any) -> None:
     # After the flush, ids exist; the new/dirty/deleted sets and attribute
     # history still describe what the flush just wrote. An insert's row is stamped
     # with the user's own created_at, as a create's is: a restore gives that back.
-    for u in session.new:
-        if isinstance(u, User):
-            changes = insert_changes({f: getattr(u, f) for f in AUDITED}, u.password_hash is not None)
-            record(session, "insert", [(u.id, changes)], at=u.created_at)
+    _write(
+        session,
+        [
+            {
+                "user_id": u.id,
+                "action": "insert",
+                "changes": insert_changes({f: getattr(u, f) for f in AUDITED}, u.password_hash is not None),
+                "at": u.created_at,
+            }
+            for u in session.new
+            if isinstance(u, User)
+        ],
+    )
     record(
         session, "update", ((u.id, changes) for u in session.dirty if isinstance(u, User) and (changes := _changes(u)))
     )
