@@ -162,8 +162,12 @@ def test_a_member_needs_the_current_password_to_set_a_new_one_through_the_api(as
 
 @pytest.mark.parametrize(
     "current, message",
-    [(None, "Give your current password to set a new one."), ("wrong-password", "This is not your current password.")],
-    ids=["missing", "wrong"],
+    [
+        (None, "Give your current password to set a new one."),
+        ("", "Give your current password to set a new one."),
+        ("wrong-password", "This is not your current password."),
+    ],
+    ids=["missing", "empty", "wrong"],
 )
 def test_the_api_says_whether_the_current_password_was_missing_or_wrong(as_member, member, current, message):
     body = {"password": "a-new-password"} | ({"current_password": current} if current is not None else {})
@@ -188,6 +192,24 @@ def test_wrong_current_passwords_count_as_failed_sign_ins(app, as_member, member
     assert store.scalar(select(User.password_hash).where(User.id == member.user_id)) == before
     basic = anonymous(app).post("/api/tokens", json={"name": "t"}, auth=("mia@example.com", MEMBER_PASSWORD))
     assert basic.status_code == 429  # signing in is refused for the email too
+
+
+def test_an_empty_current_password_is_no_guess_and_the_right_one_resets_the_count(app, as_member, member):
+    empty = {"password": "a-new-password", "current_password": ""}
+    wrong = {"password": "a-new-password", "current_password": "wrong-password"}
+    right = {"password": "a-new-password", "current_password": MEMBER_PASSWORD}
+
+    def patch(body):
+        return as_member.patch(f"/api/users/{member.user_id}", json=body).status_code
+
+    def basic(password):
+        return anonymous(app).post("/api/tokens", json={"name": "t"}, auth=("mia@example.com", password)).status_code
+
+    statuses = [patch(empty) for _ in range(6)] + [patch(wrong) for _ in range(4)] + [patch(right)]
+
+    assert statuses == [422] * 10 + [200]
+    # Four wrong sign-ins after the right password are not yet too many: the count started again.
+    assert [basic("wrong-password") for _ in range(4)] + [basic("a-new-password")] == [401] * 4 + [201]
 
 
 def test_wrong_current_passwords_on_the_page_count_as_failed_sign_ins(as_member, member):

@@ -114,11 +114,9 @@ def update_user(user_id: int) -> Response:
         if fields.keys() - MEMBER_MAY_CHANGE:
             raise Forbidden("A member may change only their own name and password.")
         if "password" in fields:
-            current = fields.get("current_password")
-            if current is None:
-                raise InvalidInput({"current_password": ["Give your current password to set a new one."]})
-            if not accounts.password_is(user_id, current):
-                raise InvalidInput({"current_password": ["This is not your current password."]})
+            refused = accounts.current_password_refused(user_id, fields.get("current_password"))
+            if refused:
+                raise InvalidInput({"current_password": [refused]})
     user = users.update_user(user_id, fields, expected_versions(user_id))
     if "role" in fields:
         auth.forget_user(user_id)

@@ -95,25 +95,30 @@ def _dummy_hash(method: str) -> str:
     return generate_password_hash(secrets.token_hex(16), method=method)
 
 
-def password_is(user_id: int, password: str) -> bool:
-    """Whether `password` is the user's password (a user changing it proves it).
+def current_password_refused(user_id: int, password: str | None) -> str | None:
+    """Why `password` does not prove that the user knows their current password
+    (a member changing it must), or None when it does.
 
-    A wrong one counts as a failed sign-in for the user's email, and once they
-    are too many TooManyFailures is raised, as signing in does: whoever holds a
-    member's token or an open session must not get unlimited guesses at the
-    password that would let them sign in anywhere. Commits the count.
+    It is a sign-in in all but name: a wrong one counts as a failed sign-in for
+    the user's email, and once they are too many TooManyFailures (429) is raised,
+    so whoever holds a member's token or an open session gets no more guesses at
+    the password than a stranger at the sign-in form; the right one resets the
+    count. A missing or empty one is no guess and is not counted. Commits.
     """
+    if not password:
+        return "Give your current password to set a new one."
     user = find_user(user_id)
     if user is None:
-        return False
+        return "This is not your current password."
     wait = _seconds_refused(user.email)
     if wait:
         raise TooManyFailures(wait)
     if password_matches(user.password_hash, password):
-        return True
+        _forget_failures(user.email)
+        return None
     _count_failure(user.email)
     Session().commit()
-    return False
+    return "This is not your current password."
 
 
 # -- signing in -------------------------------------------------------------------
@@ -141,8 +146,7 @@ def authenticate(email: str, password: str) -> Account | None:
     session = Session()
     user = session.execute(select(users_table).where(users_table.c.email == email)).one_or_none()
     if password_matches(user.password_hash if user else None, password):
-        session.execute(delete(failures_table).where(failures_table.c.email == email))
-        session.commit()
+        _forget_failures(email)
         return account_of(user)  # type: ignore[arg-type]  # password_matches: there is a user
     _count_failure(email)
     session.commit()
@@ -159,6 +163,12 @@ def _seconds_refused(email: str) -> int:
         return 0
     left = (row.window_start + _window() - utcnow()).total_seconds()
     return max(0, int(left) + 1) if left > 0 else 0
+
+
+def _forget_failures(email: str) -> None:
+    session = Session()
+    session.execute(delete(failures_table).where(failures_table.c.email == email))
+    session.commit()
 
 
 def _count_failure(email: str) -> None:

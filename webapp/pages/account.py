@@ -90,12 +90,8 @@ def set_password(user_id: int) -> Page:
     user = users.get_user(user_id)
     try:
         fields = new_password_schema.load(values)
-        if not acting.is_admin:
-            current = fields["current_password"]
-            if current is None:
-                raise ValidationError({"current_password": ["Give your current password to set a new one."]})
-            if not accounts.password_is(user_id, current):
-                raise ValidationError({"current_password": ["This is not your current password."]})
+        if not acting.is_admin and (refused := accounts.current_password_refused(user_id, fields["current_password"])):
+            raise ValidationError({"current_password": [refused]})
     except ValidationError as error:
         return render_user(user, password_errors=_messages(error)), 422
     users.update_user(user_id, {"password": fields["password"]})
