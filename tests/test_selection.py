@@ -77,6 +77,24 @@ def test_delete_selected_with_nothing_ticked_goes_back_to_the_list_saying_so(cli
     assert "Choose the users to delete first" in client.get("/users").text
 
 
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda digits: "".join(chr(0x660 + int(d)) for d in digits),  # Arabic-Indic, which int() reads
+        lambda digits: f"+{digits}",
+        lambda digits: f" {digits}",
+        lambda digits: f"0{digits}",
+    ],
+    ids=["arabic-indic", "sign", "space", "zero"],
+)
+def test_an_id_is_read_only_as_an_ascii_decimal(client, store, spell):
+    [user_id] = store.add_users(PEOPLE[0])
+
+    response = client.get("/users/delete", query_string={"id": spell(str(user_id))})
+
+    assert response.status_code == 302 and response.headers["Location"] == "/users"
+
+
 def test_confirming_deletes_them_all_each_in_its_history_and_redirects_with_303(client, forms, store):
     ids = store.add_users(*PEOPLE)
 

@@ -393,7 +393,7 @@ class SelectionSchema(Schema):
         unknown = EXCLUDE  # the CSRF token rides along
 
     id = fields.List(
-        fields.Integer(validate=validate.Range(min=1, max=MAX_ID)),
+        DecimalInteger(validate=validate.Range(min=1, max=MAX_ID)),
         required=True,
         validate=validate.Length(min=1, max=100, error="Choose between 1 and 100 users."),
     )
