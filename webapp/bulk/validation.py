@@ -1,6 +1,6 @@
-"""An import's rows validated by ImportedUserSchema (UserSchema's fields, as a
-single create validates its body, and members only), and gathered into batches
-for the stage.
+"""An import's rows validated by ImportedUserSchema, which is UserSchema (as a
+single create's body is validated) for members without a password, and gathered
+into batches for the stage.
 
 Pure Python: it runs in the import's read-ahead thread, which must not touch the
 session (see readahead).

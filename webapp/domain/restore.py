@@ -2,8 +2,9 @@
 
 A delete's audit row keeps the user's last state ({field: [old, null]}), so the
 user can be written again under the same id, and the history goes on where it
-stopped: the restore is a row of its own. So does the version, which ETags are
-made of: a tag handed out before the deletion must not match the restored user. What the history never holds stays
+stopped: the restore is a row of its own. The version, which ETags are made of,
+goes on too rather than starting again at 1: a tag handed out before the
+deletion must not match the restored user. What the history never holds stays
 lost: the password (the restored user signs in once an admin sets one) and the
 API tokens, which went with the user.
 """
@@ -30,9 +31,11 @@ _LAST_DELETE = (
 _FIRST_CREATED = select(func.min(_audit.c.at)).where(
     _audit.c.user_id == bindparam("user_id"), _audit.c.action == "insert"
 )
-# Every write that bumps a version leaves an audit row (audit.py), so a user's
-# version never exceeds the number of rows the history holds for their id: one
-# more than that names no version this id ever had, in any of its lives.
+# Every write that bumps a version leaves an audit row (audit.py), and so does
+# the deletion, so by the time a user can be restored their id's history holds
+# at least as many rows as the highest version it ever had (users from before
+# migration 0002 began at version 1 with no row, and their deletion makes up for
+# it): one more than the count names no version of this id in any of its lives.
 _WRITES = select(func.count()).select_from(_audit).where(_audit.c.user_id == bindparam("user_id"))
 _HOLDER = select(_users.c.id, _users.c.name).where(_users.c.email == bindparam("email"))
 _INSERT = insert(_users).returning(*_users.c)

@@ -141,8 +141,7 @@ class ImportedUserSchema(UserSchema):
     stage holds a name and an email), so a JSON item that asks for more is refused
     by line and field, where dropping it would store a member the caller did not ask for."""
 
-    class Meta:
-        unknown = RAISE
+    class Meta(UserSchema.Meta):
         exclude = ("current_password",)
 
     role = fields.String(
@@ -306,8 +305,10 @@ def encode_cursor(after: int, sort: str = "id", key: Any = None) -> str:
 class Cursor(fields.Field[Position]):
     """An opaque keyset cursor, loaded as the Position the page starts after.
 
-    Clients get cursors from a list's `next` link and send them back unchanged;
-    anything else (edited, truncated, made up) is "Not a valid cursor.", a 422.
+    Clients get cursors from a list's `next` link and send them back unchanged.
+    A cursor is a position, not a secret: it is not signed, so one written by hand
+    the same way works; anything that does not decode to a position (edited,
+    truncated, made up) is "Not a valid cursor.", a 422.
     """
 
     default_error_messages = {"invalid": "Not a valid cursor."}
