@@ -11,7 +11,7 @@ API tokens, which went with the user.
 
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, select
+from sqlalchemy import Row, bindparam, case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Conflict, NotFound
 
@@ -28,15 +28,16 @@ _LAST_DELETE = (
     .order_by(_audit.c.id.desc())
     .limit(1)
 )
-_FIRST_CREATED = select(func.min(_audit.c.at)).where(
-    _audit.c.user_id == bindparam("user_id"), _audit.c.action == "insert"
-)
+# The id's first creation and how many rows its history holds, in one read.
 # Every write that bumps a version leaves an audit row (audit.py), and so does
 # the deletion, so by the time a user can be restored their id's history holds
 # at least as many rows as the highest version it ever had (users from before
 # migration 0002 began at version 1 with no row, and their deletion makes up for
 # it): one more than the count names no version of this id in any of its lives.
-_WRITES = select(func.count()).select_from(_audit).where(_audit.c.user_id == bindparam("user_id"))
+_HISTORY = select(
+    func.min(case((_audit.c.action == "insert", _audit.c.at))).label("first_created"),
+    func.count().label("rows"),
+).where(_audit.c.user_id == bindparam("user_id"))
 _HOLDER = select(_users.c.id, _users.c.name).where(_users.c.email == bindparam("email"))
 _INSERT = insert(_users).returning(*_users.c)
 
@@ -84,9 +85,15 @@ def restore_user(user_id: int) -> Row[Any]:
     if holder is not None:
         raise EmailTakenSince(values["email"], holder)
     now = utcnow()
-    created = session.scalar(_FIRST_CREATED, {"user_id": user_id}) or now
-    version = (session.scalar(_WRITES, {"user_id": user_id}) or 0) + 1
-    row = {"id": user_id, **values, "created_at": created, "updated_at": now, "version": version, "password_hash": None}
+    history = session.execute(_HISTORY, {"user_id": user_id}).one()
+    row = {
+        "id": user_id,
+        **values,
+        "created_at": history.first_created or now,
+        "updated_at": now,
+        "version": history.rows + 1,
+        "password_hash": None,
+    }
     try:
         user = session.execute(_INSERT, row).one()
         audit.record(session, "restore", [(user_id, {name: [None, values[name]] for name in audit.AUDITED})], at=now)
