@@ -55,18 +55,18 @@ INSERT = insert(audit_table)
 def record(
     session: OrmSession, action: str, entries: Iterable[tuple[int, dict[str, list[Any]]]], at: datetime | None = None
 ) -> None:
-    """Write audit rows for (user id, {field: [old, new]}) pairs in the session's transaction."""
-    at = at or utcnow()
-    _write(
-        session, [{"user_id": user_id, "action": action, "changes": changes, "at": at} for user_id, changes in entries]
-    )
+    """Write audit rows for (user id, {field: [old, new]}) pairs in the session's transaction,
+    stamped `at` (now if not given)."""
+    _write(session, [{"user_id": user_id, "action": action, "changes": changes} for user_id, changes in entries], at)
 
 
-def _write(session: OrmSession, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` in one statement, each stamped with this request's id and actor."""
+def _write(session: OrmSession, rows: list[dict[str, Any]], at: datetime | None = None) -> None:
+    """Insert `rows` in one statement, each stamped with this request's id and actor,
+    and with `at` (now if not given) unless it has a time of its own."""
     if rows:
-        rid, actor = request_id.current(), acting_user_id()
+        at, rid, actor = at or utcnow(), request_id.current(), acting_user_id()
         for row in rows:
+            row.setdefault("at", at)
             row["request_id"], row["actor_id"] = rid, actor
         session.connection().execute(INSERT, rows)
 
